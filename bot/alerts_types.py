@@ -1,0 +1,238 @@
+"""Values shared by the alert engine, the state store and the message renderer.
+
+Pure data with lossless JSON round-trips, so the state store can keep them verbatim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from bot.quota import FetchError, Level, QuotaType
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    """Burn rate and projected exhaustion of one quota type."""
+
+    per_hour: float  # units consumed per hour (positive while draining)
+    empty_at: datetime
+
+    def seconds_to_empty(self, now: datetime) -> float:
+        return max(0.0, (self.empty_at - now).total_seconds())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"per_hour": self.per_hour, "empty_at": _ts(self.empty_at)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Forecast:
+        return cls(per_hour=float(data["per_hour"]), empty_at=_dt(data["empty_at"]))
+
+
+class EventKind(StrEnum):
+    FIRED = "fired"
+    ESCALATED = "escalated"
+    REPEATED = "repeated"
+    RESOLVED = "resolved"
+    RUNNING_OUT = "running_out"
+    FETCH_FAILING = "fetch_failing"
+    FETCH_RECOVERED = "fetch_recovered"
+
+
+class AlertKind(StrEnum):
+    THRESHOLD = "threshold"  # below warning / critical
+    RUNNING_OUT = "running_out"  # projected empty within the forecast horizon
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something worth telling a human about; one cycle's events become one message."""
+
+    kind: EventKind
+    scope: str
+    at: datetime
+    quota_type: QuotaType | None = None  # None for fetch_failing / fetch_recovered
+    # For threshold events: the alert's level (warning/critical). For resolved: the level
+    # that was open. None for running_out and fetch events.
+    level: Level | None = None
+    value: int | None = None
+    threshold: int | None = None  # the threshold crossed (or the resolve bar for resolved)
+    alert: AlertKind | None = None  # which kind of alert this event is about
+    forecast: Forecast | None = None
+    error: FetchError | None = None
+    opened_at: datetime | None = None  # when the condition first opened
+
+    @property
+    def key(self) -> str:
+        return alert_key(self.scope, self.quota_type)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind.value,
+            "scope": self.scope,
+            "at": _ts(self.at),
+            "quota_type": self.quota_type.value if self.quota_type else None,
+            "level": self.level.value if self.level else None,
+            "value": self.value,
+            "threshold": self.threshold,
+            "alert": self.alert.value if self.alert else None,
+            "forecast": self.forecast.to_json() if self.forecast else None,
+            "error": (
+                {"code": self.error.code, "message": self.error.message, "config": self.error.config}
+                if self.error
+                else None
+            ),
+            "opened_at": _ts(self.opened_at) if self.opened_at else None,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Event:
+        err = d.get("error")
+        return cls(
+            kind=EventKind(d["kind"]),
+            scope=d["scope"],
+            at=_dt(d["at"]),
+            quota_type=QuotaType(d["quota_type"]) if d.get("quota_type") else None,
+            level=Level(d["level"]) if d.get("level") else None,
+            value=d.get("value"),
+            threshold=d.get("threshold"),
+            alert=AlertKind(d["alert"]) if d.get("alert") else None,
+            forecast=Forecast.from_json(d["forecast"]) if d.get("forecast") else None,
+            error=(
+                FetchError(code=err.get("code"), message=err["message"], config=err["config"])
+                if err
+                else None
+            ),
+            opened_at=_dt(d["opened_at"]) if d.get("opened_at") else None,
+        )
+
+
+def alert_key(scope: str, quota_type: QuotaType | None) -> str:
+    """`scope/type` for quota alerts, `scope` alone for the scope's fetch-health alert."""
+    return f"{scope}/{quota_type.value}" if quota_type else scope
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAlert:
+    """An open condition on one (scope, type): at most one at a time, at its worst level."""
+
+    alert: AlertKind
+    level: Level  # WARNING or CRITICAL for threshold alerts; WARNING for running_out
+    opened_at: datetime
+    # When the last message about it was delivered (or queued, while `pending`).
+    announced_at: datetime
+    # A message about it sits in the outbox; no repeat is due until it is delivered.
+    pending: bool = True
+    value: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "alert": self.alert.value,
+            "level": self.level.value,
+            "opened_at": _ts(self.opened_at),
+            "announced_at": _ts(self.announced_at),
+            "pending": self.pending,
+            "value": self.value,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> OpenAlert:
+        return cls(
+            alert=AlertKind(d["alert"]),
+            level=Level(d["level"]),
+            opened_at=_dt(d["opened_at"]),
+            announced_at=_dt(d["announced_at"]),
+            pending=bool(d["pending"]),
+            value=d.get("value"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeHealth:
+    """Fetch health of one scope, for fetch_failing / fetch_recovered."""
+
+    consecutive_failures: int = 0
+    failing_since: datetime | None = None  # set while a fetch_failing alert is open
+    announced_at: datetime | None = None
+    pending: bool = False
+    last_error: FetchError | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        err = self.last_error
+        return {
+            "consecutive_failures": self.consecutive_failures,
+            "failing_since": _ts(self.failing_since) if self.failing_since else None,
+            "announced_at": _ts(self.announced_at) if self.announced_at else None,
+            "pending": self.pending,
+            "last_error": (
+                {"code": err.code, "message": err.message, "config": err.config} if err else None
+            ),
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ScopeHealth:
+        err = d.get("last_error")
+        return cls(
+            consecutive_failures=int(d["consecutive_failures"]),
+            failing_since=_dt(d["failing_since"]) if d.get("failing_since") else None,
+            announced_at=_dt(d["announced_at"]) if d.get("announced_at") else None,
+            pending=bool(d.get("pending", False)),
+            last_error=(
+                FetchError(code=err.get("code"), message=err["message"], config=err["config"])
+                if err
+                else None
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AlertBook:
+    """Everything the alert engine remembers between polls; persisted as one JSON document."""
+
+    alerts: Mapping[str, OpenAlert] = field(default_factory=dict)  # key: alert_key(scope, type)
+    health: Mapping[str, ScopeHealth] = field(default_factory=dict)  # key: scope name
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "alerts": {k: v.to_json() for k, v in sorted(self.alerts.items())},
+            "health": {k: v.to_json() for k, v in sorted(self.health.items())},
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> AlertBook:
+        return cls(
+            alerts={k: OpenAlert.from_json(v) for k, v in d.get("alerts", {}).items()},
+            health={k: ScopeHealth.from_json(v) for k, v in d.get("health", {}).items()},
+        )
+
+    def mark_delivered(self, keys: list[str], now: datetime) -> AlertBook:
+        """A message naming `keys` reached Slack: repeats now count from `now`."""
+        alerts = dict(self.alerts)
+        health = dict(self.health)
+        for key in keys:
+            if key in alerts and alerts[key].pending:
+                alerts[key] = replace(alerts[key], pending=False, announced_at=now)
+            elif key in health and health[key].pending:
+                health[key] = replace(health[key], pending=False, announced_at=now)
+        return AlertBook(alerts=alerts, health=health)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The alerting knobs of the configuration, as plain values."""
+
+    repeat_interval: timedelta | None = timedelta(hours=24)  # None: never repeat
+    resolve_margin_pct: float = 10.0
+    failures_before_alert: int = 3
+    forecast_horizon: timedelta | None = timedelta(days=3)  # None: no running_out alerts
+
+
+def _ts(value: datetime) -> str:
+    return value.isoformat()
+
+
+def _dt(value: str) -> datetime:
+    return datetime.fromisoformat(value)

@@ -1,0 +1,352 @@
+"""Configuration, read once at the edge (the CLI) and passed in as a value.
+
+Every secret is a SecretStr; no error message built here ever includes an input value.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.alerts_types import Policy
+from bot.errors import ConfigError
+from bot.quota import QUOTA_TYPES, QuotaType, Scope, ScopeKind, Threshold
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_APP_NAME = re.compile(r"^[a-z0-9_-]+$")
+
+
+def parse_duration(value: object) -> timedelta:
+    """`90`, `30s`, `5m`, `6h`, `1d` (or a timedelta / number of seconds) -> timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 90, 30s, 5m, 6h or 1d")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return timedelta(seconds=value)
+    match = _DURATION.match(str(value).lower())
+    if not match:
+        raise ValueError("expected a duration such as 90, 30s, 5m, 6h or 1d")
+    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class ThresholdOverride(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    warning: int | None = Field(default=None, ge=0)
+    critical: int | None = Field(default=None, ge=0)
+
+
+class AppConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    app_key: str = Field(min_length=1)
+    master_secret: SecretStr
+    thresholds: dict[QuotaType, ThresholdOverride] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _APP_NAME.match(value):
+            raise ValueError("app names may only use a-z, 0-9, _ and -")
+        if value == "account":
+            raise ValueError("'account' is reserved for the account scope")
+        return value
+
+    @field_validator("master_secret")
+    @classmethod
+    def _secret(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value():
+            raise ValueError("master_secret is empty")
+        return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=None,
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    jpush_dev_key: str | None = None
+    jpush_dev_secret: SecretStr | None = None
+    # Kept raw and parsed by hand so a broken value gives a message that names JPUSH_APPS
+    # and never echoes the (secret-bearing) JSON back.
+    jpush_apps: str | None = None
+    jpush_base_url: str = "https://api.sms.jpush.cn"
+    jpush_timeout: float = Field(default=10.0, gt=0)
+    jpush_concurrency: int = Field(default=4, ge=1, le=1000)
+
+    alert_warning_balance: int = Field(default=1000, ge=0)
+    alert_warning_voice: int = Field(default=1000, ge=0)
+    alert_warning_industry: int = Field(default=1000, ge=0)
+    alert_warning_market: int = Field(default=1000, ge=0)
+    alert_critical_balance: int = Field(default=100, ge=0)
+    alert_critical_voice: int = Field(default=100, ge=0)
+    alert_critical_industry: int = Field(default=100, ge=0)
+    alert_critical_market: int = Field(default=100, ge=0)
+    alert_repeat_interval: Duration = timedelta(hours=24)
+    alert_resolve_margin: float = Field(default=10.0, ge=0, le=1000)
+    alert_failures_before_alert: int = Field(default=3, ge=1)
+    alert_forecast_horizon: Duration = timedelta(days=3)
+    history_retention: Duration = timedelta(days=14)
+
+    poll_interval: Duration = timedelta(minutes=5)
+
+    slack_bot_token: SecretStr | None = None
+    slack_channel: str | None = None
+    slack_webhook_url: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    slack_signing_secret: SecretStr | None = None
+
+    state_url: str | None = None
+    redis_url: SecretStr | None = None
+
+    port: int = Field(default=8080, ge=0, le=65535)
+    host: str = "0.0.0.0"
+    log_level: str = "INFO"
+    log_format: str = "text"
+
+    # Parsed forms, filled by the validators below.
+    apps: list[AppConfig] = Field(default_factory=list, exclude=True)
+
+    @field_validator("poll_interval")
+    @classmethod
+    def _positive_interval(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() <= 0:
+            raise ValueError("must be greater than 0")
+        return value
+
+    @field_validator("history_retention")
+    @classmethod
+    def _retention(cls, value: timedelta) -> timedelta:
+        if value < timedelta(hours=1):
+            raise ValueError("must be at least 1h")
+        return value
+
+    @field_validator("jpush_base_url", "slack_api_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return value
+
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, value: str) -> str:
+        value = value.lower()
+        if value not in {"text", "json"}:
+            raise ValueError("must be 'text' or 'json'")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Settings:
+        if bool(self.jpush_dev_key) != bool(self.jpush_dev_secret):
+            missing = "JPUSH_DEV_SECRET" if self.jpush_dev_key else "JPUSH_DEV_KEY"
+            raise _named(missing, "is required when the other account credential is set")
+        for quota_type in QUOTA_TYPES:
+            warning = getattr(self, f"alert_warning_{quota_type.value}")
+            critical = getattr(self, f"alert_critical_{quota_type.value}")
+            if warning and critical > warning:
+                raise _named(
+                    f"ALERT_CRITICAL_{quota_type.value.upper()}",
+                    f"({critical}) must not exceed ALERT_WARNING_{quota_type.value.upper()}"
+                    f" ({warning})",
+                )
+        self.apps = _parse_apps(self.jpush_apps, self.global_thresholds())
+        if self.slack_bot_token and not self.slack_channel:
+            raise _named("SLACK_CHANNEL", "is required when SLACK_BOT_TOKEN is set")
+        url = self.effective_state_url
+        if not url.startswith(("sqlite:///", "redis://", "rediss://", "memory://")):
+            raise _named(
+                "STATE_URL", "must start with sqlite:///, redis:// or rediss://"
+            )
+        return self
+
+    def global_thresholds(self) -> dict[QuotaType, Threshold]:
+        result = {}
+        for t in QUOTA_TYPES:
+            warning = getattr(self, f"alert_warning_{t.value}")
+            critical = getattr(self, f"alert_critical_{t.value}")
+            # ALERT_WARNING_X=0 switches the type off entirely.
+            result[t] = Threshold(warning, critical) if warning else Threshold(0, 0)
+        return result
+
+    @property
+    def effective_state_url(self) -> str:
+        if self.state_url:
+            return self.state_url
+        if self.redis_url:
+            return self.redis_url.get_secret_value()
+        return "sqlite:///sms-balance-bot.db"
+
+    def scopes(self) -> list[Scope]:
+        result: list[Scope] = []
+        if self.jpush_dev_key and self.jpush_dev_secret:
+            result.append(
+                Scope(
+                    name="account",
+                    kind=ScopeKind.ACCOUNT,
+                    key=self.jpush_dev_key,
+                    secret=self.jpush_dev_secret,
+                    thresholds=self.global_thresholds(),
+                )
+            )
+        glob = self.global_thresholds()
+        for app in self.apps:
+            result.append(
+                Scope(
+                    name=app.name,
+                    kind=ScopeKind.APP,
+                    key=app.app_key,
+                    secret=app.master_secret,
+                    thresholds=_merge_thresholds(glob, app.thresholds),
+                )
+            )
+        return result
+
+    def require_scopes(self) -> list[Scope]:
+        scopes = self.scopes()
+        if not scopes:
+            raise ConfigError(
+                "JPUSH_DEV_KEY/JPUSH_DEV_SECRET or JPUSH_APPS: no scope configured;"
+                " set account credentials, at least one app, or both"
+            )
+        return scopes
+
+    def policy(self) -> Policy:
+        repeat = self.alert_repeat_interval
+        horizon = self.alert_forecast_horizon
+        return Policy(
+            repeat_interval=repeat if repeat.total_seconds() > 0 else None,
+            resolve_margin_pct=self.alert_resolve_margin,
+            failures_before_alert=self.alert_failures_before_alert,
+            forecast_horizon=horizon if horizon.total_seconds() > 0 else None,
+        )
+
+
+def _merge_thresholds(
+    glob: dict[QuotaType, Threshold], overrides: dict[QuotaType, ThresholdOverride]
+) -> dict[QuotaType, Threshold]:
+    merged = dict(glob)
+    for quota_type, override in overrides.items():
+        base = glob[quota_type]
+        warning = override.warning if override.warning is not None else base.warning
+        critical = override.critical if override.critical is not None else base.critical
+        merged[quota_type] = Threshold(warning, critical) if warning else Threshold(0, 0)
+    return merged
+
+
+def _parse_apps(raw: str | None, glob: dict[QuotaType, Threshold]) -> list[AppConfig]:
+    if raw is None or not raw.strip():
+        return []
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise _named("JPUSH_APPS", f"is not valid JSON (line {exc.lineno}, column {exc.colno})")
+    if not isinstance(data, list):
+        raise _named("JPUSH_APPS", "must be a JSON array of app objects")
+    apps: list[AppConfig] = []
+    seen: set[str] = set()
+    for index, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise _named("JPUSH_APPS", f"item {index} must be an object")
+        try:
+            app = AppConfig.model_validate(item)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            label = item.get("name") if isinstance(item.get("name"), str) else None
+            who = f"app {label!r}" if label and _APP_NAME.match(label) else f"item {index}"
+            raise _named("JPUSH_APPS", f"{who}: {where}: {_clean(first['msg'])}") from None
+        if app.name in seen:
+            raise _named("JPUSH_APPS", f"app name {app.name!r} is used twice")
+        seen.add(app.name)
+        for quota_type, threshold in _merge_thresholds(glob, app.thresholds).items():
+            if threshold.warning and threshold.critical > threshold.warning:
+                raise _named(
+                    "JPUSH_APPS",
+                    f"app {app.name!r}: {quota_type.value} critical ({threshold.critical})"
+                    f" must not exceed warning ({threshold.warning})",
+                )
+        apps.append(app)
+    return apps
+
+
+class _NamedError(ValueError):
+    """A validation failure that already knows which variable it is about."""
+
+    def __init__(self, variable: str, reason: str) -> None:
+        super().__init__(f"{variable}: {reason}")
+        self.variable = variable
+        self.reason = reason
+
+
+def _named(variable: str, reason: str) -> _NamedError:
+    return _NamedError(variable, reason)
+
+
+def _clean(message: str) -> str:
+    # pydantic prefixes custom messages with "Value error, "; operators don't need that.
+    return message.removeprefix("Value error, ")
+
+
+def load_settings(env_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build Settings from the environment (and env file) or raise ConfigError with one line.
+
+    The line names the variable and says why; it never contains the offending value, which
+    may be a secret.
+    """
+    if env_file is not None and not Path(env_file).is_file():
+        raise ConfigError(f"--env-file: {env_file} does not exist or is not a file")
+    try:
+        return Settings(_env_file=env_file, **overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    except _NamedError as exc:
+        raise ConfigError(f"{exc.variable}: {exc.reason}") from None
+    except Exception as exc:
+        # pydantic-settings raises SettingsError for undecodable values; keep it to one line
+        # and leave out the value itself.
+        raise ConfigError(f"configuration could not be read: {type(exc).__name__}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    ctx = first.get("ctx") or {}
+    inner = ctx.get("error")
+    if isinstance(inner, _NamedError):
+        return f"{inner.variable}: {inner.reason}"
+    loc = [str(p) for p in first["loc"]]
+    variable = loc[0].upper() if loc else "configuration"
+    return f"{variable}: {_clean(first['msg'])}"
