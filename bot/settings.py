@@ -188,9 +188,7 @@ class Settings(BaseSettings):
             raise _named("SLACK_CHANNEL", "is required when SLACK_BOT_TOKEN is set")
         url = self.effective_state_url
         if not url.startswith(("sqlite:///", "redis://", "rediss://", "memory://")):
-            raise _named(
-                "STATE_URL", "must start with sqlite:///, redis:// or rediss://"
-            )
+            raise _named("STATE_URL", "must start with sqlite:///, redis:// or rediss://")
         return self
 
     def global_thresholds(self) -> dict[QuotaType, Threshold]:
@@ -273,7 +271,9 @@ def _parse_apps(raw: str | None, glob: dict[QuotaType, Threshold]) -> list[AppCo
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise _named("JPUSH_APPS", f"is not valid JSON (line {exc.lineno}, column {exc.colno})")
+        raise _named(
+            "JPUSH_APPS", f"is not valid JSON (line {exc.lineno}, column {exc.colno})"
+        ) from None
     if not isinstance(data, list):
         raise _named("JPUSH_APPS", "must be a JSON array of app objects")
     apps: list[AppConfig] = []

@@ -1,0 +1,160 @@
+"""Drains the outbox: claim, send, mark delivered; in order, at least once, never dropped.
+
+A message leaves the queue only when Slack said ok. A 429 blocks the endpoint until its
+Retry-After has passed; 5xx and network errors back off exponentially; a refusal
+(invalid_auth, channel_not_found) is a configuration problem that keeps the message queued
+and shows in /healthz.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from bot.errors import DeliveryRefused, DeliveryRetryable, StoreError
+from bot.messages import render_alert, render_alert_console
+from bot.metrics import Metrics
+from bot.notify import Notifier
+from bot.store.base import OutboxMessage, StateStore
+
+log = logging.getLogger(__name__)
+
+CLAIM_TTL = timedelta(seconds=60)
+REFUSED_RETRY = timedelta(minutes=5)
+DEFAULT_BACKOFF_CAP = timedelta(minutes=5)
+NOT_BEFORE_META = "slack_not_before"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryStatus:
+    queued: int = 0
+    problem: str | None = None  # last failure, for /healthz
+    refused: bool = False  # a configuration error, not a passing outage
+
+
+def backoff(attempts: int, cap: timedelta, rand: Callable[[], float] = random.random) -> timedelta:
+    """Full-jitter exponential backoff: 2 s, 4 s, 8 s ... capped."""
+    ceiling = min(cap.total_seconds(), 2.0 * 2 ** max(0, attempts - 1))
+    return timedelta(seconds=max(0.5, ceiling * (0.5 + rand() / 2)))
+
+
+class Deliverer:
+    def __init__(
+        self,
+        store: StateStore,
+        notifier: Notifier,
+        *,
+        holder: str,
+        clock: Callable[[], datetime],
+        metrics: Metrics | None = None,
+        backoff_cap: timedelta = DEFAULT_BACKOFF_CAP,
+    ) -> None:
+        self._store = store
+        self._notifier = notifier
+        self._holder = holder
+        self._clock = clock
+        self._metrics = metrics
+        self._backoff_cap = backoff_cap
+        self._not_before: datetime | None = None
+        self._lock = asyncio.Lock()
+        self.status = DeliveryStatus()
+
+    @property
+    def not_before(self) -> datetime | None:
+        return self._not_before
+
+    def seconds_until_ready(self) -> float:
+        if self._not_before is None:
+            return 0.0
+        return max(0.0, (self._not_before - self._clock()).total_seconds())
+
+    async def deliver_pending(self) -> int:
+        """Send what is queued, oldest first, stopping at the first failure. Returns sent count."""
+        async with self._lock:
+            return await self._deliver_pending()
+
+    async def _deliver_pending(self) -> int:
+        now = self._clock()
+        await self._load_shared_not_before()
+        if self._not_before is not None and now < self._not_before:
+            return 0
+        sent = 0
+        messages = await self._store.pending_messages(limit=50)
+        for message in messages:
+            now = self._clock()
+            if not await self._store.claim_message(message.id, self._holder, now + CLAIM_TTL, now):
+                # Another replica is sending it; keep order by not overtaking it.
+                break
+            if not await self._send_one(message):
+                break
+            sent += 1
+        remaining = len(await self._store.pending_messages(limit=1000))
+        self.status = DeliveryStatus(
+            queued=remaining, problem=self.status.problem, refused=self.status.refused
+        )
+        return sent
+
+    async def _send_one(self, message: OutboxMessage) -> bool:
+        events = list(message.events)
+        now = self._clock()
+        try:
+            await self._notifier.send(render_alert(events, now), render_alert_console(events, now))
+        except DeliveryRetryable as exc:
+            if exc.retry_after is not None:
+                delay = timedelta(seconds=exc.retry_after)
+            else:
+                delay = backoff(message.attempts + 1, self._backoff_cap)
+            await self._failed(message, str(exc), delay, refused=False)
+            log.warning(
+                "alert delivery failed, stays queued",
+                extra={"error": str(exc), "retry_in_s": round(delay.total_seconds(), 1)},
+            )
+            return False
+        except DeliveryRefused as exc:
+            await self._failed(message, str(exc), REFUSED_RETRY, refused=True)
+            log.error(
+                "configuration error: Slack refused the alert (%s); it stays queued."
+                " Check SLACK_BOT_TOKEN / SLACK_CHANNEL / SLACK_WEBHOOK_URL.",
+                exc.reason,
+            )
+            return False
+        try:
+            await self._store.mark_delivered(message.id, self._clock())
+        except StoreError:
+            # Slack has it but we could not record that: the claim expires and it may be
+            # sent again. At least once beats never.
+            log.exception("alert delivered but not recorded; it may be sent once more")
+            raise
+        if self._metrics:
+            self._metrics.alerts_sent.inc()
+        self._not_before = None
+        self.status = DeliveryStatus(queued=self.status.queued)
+        log.info("alert delivered", extra={"events": len(events), "via": self._notifier.name})
+        return True
+
+    async def _failed(
+        self, message: OutboxMessage, error: str, delay: timedelta, *, refused: bool
+    ) -> None:
+        now = self._clock()
+        self._not_before = now + delay
+        self.status = DeliveryStatus(queued=self.status.queued, problem=error, refused=refused)
+        if self._metrics:
+            self._metrics.delivery_failures.inc()
+        await self._store.record_failure(message.id, error, now)
+        # Shared so that another replica does not hammer an endpoint that said 429.
+        await self._store.set_meta(NOT_BEFORE_META, self._not_before.isoformat())
+
+    async def _load_shared_not_before(self) -> None:
+        raw = await self._store.get_meta(NOT_BEFORE_META)
+        if not raw:
+            return
+        try:
+            shared = datetime.fromisoformat(raw)
+        except ValueError:
+            return
+        if self._not_before is None or shared > self._not_before:
+            self._not_before = shared

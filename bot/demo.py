@@ -1,0 +1,166 @@
+"""`sms-balance-bot demo`: the whole bot with no account at all.
+
+The built-in simulator runs on loopback with quotas that drain fast enough that a warning, an
+escalation and a top-up-and-resolve happen within about a minute. Alerts print to the terminal
+(or go to Slack if Slack is configured), the web server is up, and a signed curl line for
+/sms-balance is printed, anew every few minutes since signatures expire after five.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import shlex
+import shutil
+import tempfile
+import time
+from datetime import timedelta
+from urllib.parse import urlencode
+
+from slack_sdk.signature import SignatureVerifier
+
+from bot.cli import serve_app, warn_console_delivery
+from bot.logs import setup_logging
+from bot.notify import make_notifier
+from bot.settings import load_settings
+from bot.simulator import JPushSimulator, SimScope
+from bot.store.factory import make_store
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL = timedelta(seconds=3)
+CURL_EVERY = 240.0  # seconds; a signature is accepted for 300
+SHOP_KEY, SHOP_SECRET = "demo-shop-key", "demo-shop-secret"
+DEV_KEY, DEV_SECRET = "demo-dev-key", "demo-dev-secret"
+# shop's transactional quota: starts above the 1,000 warning, drains 30 a second, so it warns
+# after ~10 s and goes critical (< 100) after ~40 s; then the demo tops it up.
+SHOP_START, SHOP_DRAIN_PER_HOUR, TOP_UP_BELOW = 1300, 30 * 3600.0, 60
+
+
+def build_simulator() -> JPushSimulator:
+    sim = JPushSimulator()
+    sim.add_scope(
+        SimScope(
+            key=DEV_KEY,
+            secret=DEV_SECRET,
+            kind="account",
+            name="account",
+            balances={"balance": 52_000, "voice": 702, "industry": 121_981, "market": 11_683},
+            drain_per_hour={"balance": 1_200.0, "industry": 2_400.0},
+        )
+    )
+    sim.add_scope(
+        SimScope(
+            key=SHOP_KEY,
+            secret=SHOP_SECRET,
+            kind="app",
+            name="shop",
+            balances={"balance": 5_200, "voice": None, "industry": SHOP_START, "market": 4_300},
+            drain_per_hour={"industry": SHOP_DRAIN_PER_HOUR},
+        )
+    )
+    return sim
+
+
+def demo_overrides(base_url: str, state_dir: str, signing_secret: str) -> dict[str, object]:
+    apps = [{"name": "shop", "app_key": SHOP_KEY, "master_secret": SHOP_SECRET}]
+    return {
+        "jpush_base_url": base_url,
+        "jpush_dev_key": DEV_KEY,
+        "jpush_dev_secret": DEV_SECRET,
+        "jpush_apps": json.dumps(apps),
+        "poll_interval": POLL_INTERVAL,
+        "alert_failures_before_alert": 2,
+        "state_url": f"sqlite:///{state_dir}/demo.db",
+        "slack_signing_secret": signing_secret,
+    }
+
+
+def signed_curl(url: str, signing_secret: str, text: str = "", now: float | None = None) -> str:
+    """A curl command line that Slack's signature check accepts for the next five minutes."""
+    body = urlencode(
+        {"command": "/sms-balance", "text": text, "user_name": "demo", "team_domain": "demo"}
+    )
+    timestamp = str(int(time.time() if now is None else now))
+    signature = SignatureVerifier(signing_secret).generate_signature(timestamp=timestamp, body=body)
+    return (
+        f"curl -s -X POST {shlex.quote(url)}"
+        f" -H 'X-Slack-Request-Timestamp: {timestamp}'"
+        f" -H 'X-Slack-Signature: {signature}'"
+        f" --data-binary {shlex.quote(body)}"
+    )
+
+
+async def _top_up_shop(sim: JPushSimulator) -> None:
+    """Plays the operator who buys more quota once the shop's alert has gone critical."""
+    while True:
+        await asyncio.sleep(1)
+        value = sim.current_balance(SHOP_KEY, "industry")
+        if value is not None and value < TOP_UP_BELOW:
+            await asyncio.sleep(4)  # long enough for a poll to see the critical value
+            sim.set_balance(SHOP_KEY, "industry", SHOP_START)
+            print("demo: the shop's industry quota was topped up to 1,300", flush=True)
+
+
+async def _print_curl(url: str, signing_secret: str) -> None:
+    while True:
+        print(
+            "\nAsk the bot like Slack would (valid for 5 minutes; a fresh line follows):\n"
+            f"  {signed_curl(url, signing_secret)}\n",
+            flush=True,
+        )
+        await asyncio.sleep(CURL_EVERY)
+
+
+async def _run(env_file: str | None, state_dir: str) -> int:
+    from bot.web import create_app
+
+    sim = build_simulator()
+    base_url = await sim.start("127.0.0.1", 0)
+    try:
+        probe = load_settings(env_file, jpush_apps="[]")
+        secret = (
+            probe.slack_signing_secret.get_secret_value()
+            if probe.slack_signing_secret is not None
+            else secrets.token_hex(16)
+        )
+        settings = load_settings(env_file, **demo_overrides(base_url, state_dir, secret))
+        setup_logging(settings.log_level, settings.log_format)
+        warn_console_delivery(settings)
+        store = make_store(settings.effective_state_url, retention=settings.history_retention)
+        app = create_app(settings, store=store, notifier=make_notifier(settings))
+        helpers: list[asyncio.Task[None]] = []
+
+        async def started(port: int) -> None:
+            url = f"http://127.0.0.1:{port}/slack/commands"
+            print(
+                f"sms-balance-bot demo: JPush simulator at {base_url}, bot at"
+                f" http://127.0.0.1:{port} (/healthz, /metrics), polling every"
+                f" {int(POLL_INTERVAL.total_seconds())} s. Ctrl-C stops it.",
+                flush=True,
+            )
+            helpers.append(asyncio.create_task(_print_curl(url, secret)))
+            helpers.append(asyncio.create_task(_top_up_shop(sim)))
+
+        try:
+            return await serve_app(app, settings.host, settings.port, on_started=started)
+        finally:
+            for task in helpers:
+                task.cancel()
+            for task in helpers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    finally:
+        await sim.stop()
+
+
+def run_demo(env_file: str | None) -> int:
+    state_dir = tempfile.mkdtemp(prefix="sms-balance-bot-demo-")
+    try:
+        return asyncio.run(_run(env_file, state_dir))
+    finally:
+        # A throwaway state file: the demo leaves nothing behind.
+        shutil.rmtree(state_dir, ignore_errors=True)

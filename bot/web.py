@@ -1,0 +1,374 @@
+"""The aiohttp application: slash command, health, metrics, and the background loops it owns.
+
+Handlers are thin: verify, parse, call the pure `commands` module, send the reply back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs
+
+from aiohttp import web
+from slack_sdk.signature import Clock, SignatureVerifier
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from bot.commands import Command, parse_command, render_refresh_pending, render_reply
+from bot.delivery import DEFAULT_BACKOFF_CAP, Deliverer
+from bot.errors import StoreError
+from bot.jpush import JPushClient
+from bot.metrics import CONTENT_TYPE, Metrics
+from bot.monitor import Monitor, Runner, load_views
+from bot.notify import Notifier
+from bot.quota import Scope, ScopeReading
+from bot.settings import Settings
+from bot.snapshot import ScopeView
+from bot.store.base import StateStore
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024
+# Slack gives up after 3 s; leave room for the network on both sides.
+REFRESH_DEADLINE = 2.0
+STORE_DEADLINE = 1.5
+SHUTDOWN_GRACE = 12.0
+_TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
+_SIGNATURE = re.compile(r"^v0=[0-9a-f]{64}$")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Bot:
+    """Everything the handlers share; one per application."""
+
+    settings: Settings
+    scopes: list[Scope]
+    store: StateStore
+    client: JPushClient
+    notifier: Notifier
+    clock: Callable[[], datetime]
+    metrics: Metrics
+    runner: Runner
+    verifier: SignatureVerifier | None
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+    refreshing: dict[str, asyncio.Task[ScopeReading]] = field(default_factory=dict)
+
+    @property
+    def scope_names(self) -> list[str]:
+        return [s.name for s in self.scopes]
+
+    def deliverer_status(self) -> dict[str, Any]:
+        status = self.runner.deliverer.status
+        state = "refused" if status.refused else ("failing" if status.problem else "ok")
+        return {"status": state, "error": status.problem, "queued": status.queued}
+
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+
+BOT: web.AppKey[Bot] = web.AppKey("bot", Bot)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: StateStore,
+    notifier: Notifier,
+    clock: Callable[[], datetime] = utcnow,
+    signature_clock: Clock | None = None,
+    client: JPushClient | None = None,
+) -> web.Application:
+    scopes = settings.require_scopes()
+    metrics = Metrics()
+    jpush = client or JPushClient(
+        settings.jpush_base_url,
+        timeout=settings.jpush_timeout,
+        concurrency=settings.jpush_concurrency,
+        clock=clock,
+    )
+    holder = f"{uuid.uuid4().hex[:12]}"
+    deliverer = Deliverer(
+        store,
+        notifier,
+        holder=holder,
+        clock=clock,
+        metrics=metrics,
+        backoff_cap=min(settings.poll_interval, DEFAULT_BACKOFF_CAP),
+    )
+    monitor = Monitor(scopes, settings.policy(), jpush, store, clock=clock, metrics=metrics)
+    runner = Runner(
+        monitor,
+        deliverer,
+        store,
+        poll_interval=settings.poll_interval,
+        holder=holder,
+        clock=clock,
+        metrics=metrics,
+    )
+    verifier = None
+    if settings.slack_signing_secret is not None:
+        verifier = SignatureVerifier(
+            settings.slack_signing_secret.get_secret_value(), clock=signature_clock or Clock()
+        )
+    bot = Bot(
+        settings=settings,
+        scopes=scopes,
+        store=store,
+        client=jpush,
+        notifier=notifier,
+        clock=clock,
+        metrics=metrics,
+        runner=runner,
+        verifier=verifier,
+    )
+    app = web.Application(client_max_size=MAX_BODY)
+    app[BOT] = bot
+    app.router.add_post("/slack/commands", slack_commands)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/", index)
+    app.cleanup_ctx.append(_background_loops)
+    return app
+
+
+async def _background_loops(app: web.Application) -> AsyncIterator[None]:
+    bot = app[BOT]
+    # Started in the background so the port binds at once, whatever JPush, Slack or the
+    # state store are doing.
+    poll = asyncio.create_task(bot.runner.poll_forever(), name="poll-loop")
+    deliver = asyncio.create_task(bot.runner.deliver_forever(), name="delivery-loop")
+    yield
+    bot.runner.stop()
+    # Let an in-flight cycle finish (its commit is atomic either way), then give up on it.
+    _, pending = await asyncio.wait({poll, deliver}, timeout=SHUTDOWN_GRACE)
+    for task in pending:
+        task.cancel()
+    for task in pending:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    if bot.background:
+        await asyncio.wait(bot.background, timeout=3)
+        for task in bot.background:
+            task.cancel()
+    for refresh in bot.refreshing.values():
+        refresh.cancel()
+    await bot.client.close()
+    await bot.notifier.close()
+    with contextlib.suppress(StoreError):
+        await bot.store.close()
+
+
+async def index(request: web.Request) -> web.Response:
+    return web.json_response({"name": "sms-balance-bot", "routes": ["/healthz", "/metrics"]})
+
+
+# /healthz ------------------------------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    bot = request.app[BOT]
+    runner = bot.runner
+    now = bot.clock()
+    interval = bot.settings.poll_interval
+    store_error = runner.store_problem
+    if store_error is None:
+        try:
+            await asyncio.wait_for(bot.store.ping(), timeout=STORE_DEADLINE)
+        except (StoreError, TimeoutError) as exc:
+            store_error = str(exc) or "state store did not answer in time"
+    last = await runner.last_completed_cycle() if store_error is None else runner.last_cycle_at
+    reference = last or runner.started_at
+    age = (now - reference).total_seconds()
+    stale = age > 3 * interval.total_seconds()
+    delivery = bot.deliverer_status()
+    body: dict[str, Any] = {
+        "status": "ok",
+        "last_cycle_at": last.isoformat() if last else None,
+        "seconds_since_cycle": round(age, 1) if last else None,
+        "poll_interval_s": interval.total_seconds(),
+        "poller": runner.is_poller,
+        "scopes": len(bot.scopes),
+        "store": {"ok": store_error is None, "error": store_error},
+        "delivery": delivery,
+    }
+    status = 200
+    if store_error is not None:
+        body["status"] = "store_unavailable"
+        status = 503
+    elif stale:
+        body["status"] = "stale"
+        status = 503
+    elif delivery["status"] != "ok":
+        # Polling is alive, so the process should not be restarted; say what is wrong.
+        body["status"] = "degraded"
+    return web.json_response(body, status=status)
+
+
+# /metrics ------------------------------------------------------------------------------------
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    bot = request.app[BOT]
+    now = bot.clock()
+    try:
+        views = await asyncio.wait_for(load_views(bot.store, bot.scopes, now), STORE_DEADLINE)
+        bot.metrics.observe_views(views, now)
+    except (StoreError, TimeoutError):
+        log.warning("metrics: state store unavailable; serving the last known gauges")
+    return web.Response(body=bot.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+# /slack/commands -----------------------------------------------------------------------------
+
+
+def _unauthorized(reason: str) -> web.Response:
+    log.warning("slash command rejected: %s", reason)
+    return web.json_response({"error": "invalid signature"}, status=401)
+
+
+def verify_signature(
+    verifier: SignatureVerifier, body: bytes, timestamp: str | None, signature: str | None
+) -> str | None:
+    """None when the request is authentic, else why not (for the log, never the secret)."""
+    if not timestamp or not signature:
+        return "missing X-Slack-Request-Timestamp or X-Slack-Signature"
+    if not _TIMESTAMP.match(timestamp):
+        return "malformed X-Slack-Request-Timestamp"
+    if not _SIGNATURE.match(signature):
+        return "malformed X-Slack-Signature"
+    skew = verifier.clock.now() - int(timestamp)
+    if abs(skew) > 300:
+        return f"stale timestamp ({skew:+.0f} s off; check the server clock if this repeats)"
+    if not verifier.is_valid(body=body, timestamp=timestamp, signature=signature):
+        return "signature mismatch (wrong SLACK_SIGNING_SECRET or altered body)"
+    return None
+
+
+async def slack_commands(request: web.Request) -> web.Response:
+    bot = request.app[BOT]
+    if bot.verifier is None:
+        return web.json_response({"error": "SLACK_SIGNING_SECRET is not configured"}, status=503)
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        return web.json_response({"error": "request body too large"}, status=413)
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return web.json_response({"error": "request body too large"}, status=413)
+    reason = verify_signature(
+        bot.verifier,
+        body,
+        request.headers.get("X-Slack-Request-Timestamp"),
+        request.headers.get("X-Slack-Signature"),
+    )
+    if reason is not None:
+        return _unauthorized(reason)
+    try:
+        form = {k: v[0] for k, v in parse_qs(body.decode("utf-8"), keep_blank_values=True).items()}
+    except (UnicodeDecodeError, ValueError):
+        return _unauthorized("body is not valid UTF-8 form data")
+    if form.get("ssl_check") == "1":
+        return web.Response(status=200)
+    command = parse_command(form.get("text", ""), bot.scope_names)
+    reply = await answer(bot, command, form.get("response_url"))
+    return web.json_response(reply)
+
+
+async def answer(bot: Bot, command: Command, response_url: str | None) -> dict[str, Any]:
+    now = bot.clock()
+    stale_after = bot.settings.poll_interval * 2
+    if command.action == "refresh":
+        return await _refresh(bot, command, response_url)
+    try:
+        views = await asyncio.wait_for(
+            load_views(bot.store, bot.scopes, now, trend_for=command.scope), STORE_DEADLINE
+        )
+    except (StoreError, TimeoutError) as exc:
+        return render_reply(
+            command, [], now, store_error=str(exc) or "no answer in time", stale_after=stale_after
+        )
+    return render_reply(command, views, now, stale_after=stale_after)
+
+
+def _targets(bot: Bot, command: Command) -> list[Scope]:
+    return [s for s in bot.scopes if command.scope in (None, s.name)]
+
+
+def _refresh_task(bot: Bot, scope: Scope) -> asyncio.Task[ScopeReading]:
+    """One in-flight JPush read per scope, shared by every concurrent refresh."""
+    task = bot.refreshing.get(scope.name)
+    if task is None or task.done():
+        task = asyncio.create_task(bot.client.fetch(scope))
+        bot.refreshing[scope.name] = task
+
+        def _forget(done: asyncio.Task[ScopeReading], name: str = scope.name) -> None:
+            if bot.refreshing.get(name) is done:
+                del bot.refreshing[name]
+
+        task.add_done_callback(_forget)
+    return task
+
+
+async def _refresh(bot: Bot, command: Command, response_url: str | None) -> dict[str, Any]:
+    tasks = [_refresh_task(bot, scope) for scope in _targets(bot, command)]
+    show = Command(action="show", scope=command.scope)
+    gathered = asyncio.ensure_future(asyncio.gather(*[asyncio.shield(t) for t in tasks]))
+    done, _ = await asyncio.wait({gathered}, timeout=REFRESH_DEADLINE)
+    if done:
+        return await _fresh_reply(bot, show, gathered.result())
+    if not response_url:
+        gathered.cancel()
+        return render_refresh_pending(command.scope)
+
+    async def follow_up() -> None:
+        readings = await gathered
+        reply = await _fresh_reply(bot, show, readings)
+        await _post_response_url(response_url, reply)
+
+    bot.spawn(follow_up())
+    return render_refresh_pending(command.scope)
+
+
+async def _fresh_reply(
+    bot: Bot, command: Command, readings: Sequence[ScopeReading]
+) -> dict[str, Any]:
+    now = bot.clock()
+    fresh = {r.scope: r for r in readings}
+    try:
+        await asyncio.wait_for(bot.store.save_readings(list(readings)), STORE_DEADLINE)
+    except (StoreError, TimeoutError):
+        log.warning("refresh: could not store the fresh readings")
+    try:
+        views = await asyncio.wait_for(
+            load_views(bot.store, bot.scopes, now, trend_for=command.scope, readings=fresh),
+            STORE_DEADLINE,
+        )
+    except (StoreError, TimeoutError):
+        views = [
+            ScopeView(scope=s.name, kind=s.kind, reading=fresh.get(s.name), thresholds=s.thresholds)
+            for s in bot.scopes
+        ]
+    return render_reply(command, views, now, stale_after=bot.settings.poll_interval * 2)
+
+
+async def _post_response_url(url: str, reply: dict[str, Any]) -> None:
+    body = dict(reply)
+    body["replace_original"] = False
+    try:
+        response = await AsyncWebhookClient(url=url, timeout=10).send_dict(body)
+    except Exception as exc:
+        log.warning("could not post the refreshed numbers to response_url: %s", type(exc).__name__)
+        return
+    if response.status_code != 200:
+        log.warning("response_url answered HTTP %s", response.status_code)
