@@ -158,9 +158,7 @@ def reading_from_json(raw: str) -> ScopeReading:
         scope=d["scope"],
         kind=ScopeKind(d["kind"]),
         read_at=datetime.fromisoformat(d["read_at"]),
-        balances=(
-            {QuotaType(t): v for t, v in balances.items()} if balances is not None else None
-        ),
+        balances=({QuotaType(t): v for t, v in balances.items()} if balances is not None else None),
         error=(
             FetchError(code=err.get("code"), message=err["message"], config=err["config"])
             if err
