@@ -52,6 +52,12 @@ class Metrics:
         self.delivery_failures = Counter(
             "sms_alert_delivery_failures", "Failed delivery attempts", registry=r
         )
+        self.commands = Counter(
+            "sms_slash_commands",
+            "Slash command requests by outcome (answered, rejected, too_large, ssl_check)",
+            ["outcome"],
+            registry=r,
+        )
         self.outbox_size = Gauge("sms_alerts_outbox", "Messages waiting for delivery", registry=r)
         self.poll_duration = Histogram(
             "sms_poll_duration_seconds",
