@@ -130,9 +130,10 @@ def _step_quota(q: _QuotaInput, alert: OpenAlert | None, now: datetime, policy: 
         if bar is not None and q.value < bar:
             # Between warning and warning + margin: still open, silent (no flapping).
             return _Outcome(replace(alert, value=q.value))
-        resolved = _resolved(q, alert, now, bar=bar)
-        after = _running_out(q, None, now, policy)
-        return _Outcome(after.alert, (resolved, *after.events))
+        # Recovering past the bar usually means a top-up, which the forecaster confirms only a
+        # poll later; opening a running-out alert now would come from the drained segment and
+        # close again at once. If the trend holds, the next cycle opens it.
+        return _Outcome(None, (_resolved(q, alert, now, bar=bar),))
     return _running_out(q, alert, now, policy)
 
 

@@ -156,6 +156,7 @@ async def serve_app(
 
 async def _check(settings: Settings, as_json: bool, notify: bool) -> int:
     from bot.delivery import Deliverer
+    from bot.forecast import min_span_for
     from bot.monitor import Monitor
     from bot.render_check import check_json, exit_status, render_table
     from bot.snapshot import ScopeView
@@ -182,7 +183,14 @@ async def _check(settings: Settings, as_json: bool, notify: bool) -> int:
             concurrency=settings.jpush_concurrency,
             clock=utcnow,
         ) as client:
-            monitor = Monitor(scopes, settings.policy(), client, store, clock=utcnow)
+            monitor = Monitor(
+                scopes,
+                settings.policy(),
+                client,
+                store,
+                clock=utcnow,
+                forecast_min_span=min_span_for(settings.poll_interval),
+            )
             if notify:
                 result = await monitor.cycle()
                 readings, forecasts = result.readings, result.forecasts

@@ -105,6 +105,15 @@ def forecast(
     return Forecast(per_hour=per_hour, empty_at=last_at + timedelta(seconds=to_empty))
 
 
+def min_span_for(poll_interval: timedelta) -> timedelta:
+    """MIN_SPAN, or six polls when polling is fast (staging, the demo, tests), whichever is less.
+
+    Six polls still average over more than one reading's rounding, and a demo that polls every
+    few seconds should not wait half an hour for its first forecast.
+    """
+    return min(MIN_SPAN, poll_interval * 6)
+
+
 def forecast_all(
     history: Mapping[QuotaType, Sequence[Point]],
     now: datetime,

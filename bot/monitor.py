@@ -28,12 +28,13 @@ from bot.store.base import CycleCommit, OutboxMessage, StateStore, history_point
 
 log = logging.getLogger(__name__)
 
-# How much history a forecast and a sparkline look at. A day of polls gives a stable slope
-# without reading (or holding) a week of points for every series on every cycle.
-FORECAST_WINDOW = timedelta(hours=24)
+# How much history a forecast reads (the forecaster's own look-back) and a sparkline shows.
+FORECAST_WINDOW = forecasting.LOOKBACK
+TREND_WINDOW = timedelta(hours=24)
 LAST_CYCLE_META = "last_cycle_at"
 FORECASTS_META = "forecasts"
 COMMIT_ATTEMPTS = 5
+OPEN_RETRY_CAP_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +55,10 @@ class Monitor:
         *,
         clock: Callable[[], datetime],
         metrics: Metrics | None = None,
+        forecast_min_span: timedelta = forecasting.MIN_SPAN,
     ) -> None:
         self.scopes = list(scopes)
+        self._min_span = forecast_min_span
         self.policy = policy
         self._client = client
         self._store = store
@@ -104,7 +107,7 @@ class Monitor:
                 points = await self._store.history(reading.scope, quota_type, since)
                 points.append((reading.read_at, value))
                 series[quota_type] = points
-            found = forecasting.forecast_all(series, now)
+            found = forecasting.forecast_all(series, now, min_span=self._min_span)
             if found:
                 result[reading.scope] = found
         return result
@@ -175,7 +178,7 @@ async def load_views(
     for scope in scopes:
         trend: dict[QuotaType, list[int]] = {}
         if scope.name == trend_for:
-            since = now - FORECAST_WINDOW
+            since = now - TREND_WINDOW
             for quota_type in QUOTA_TYPES:
                 points = await store.history(scope.name, quota_type, since)
                 if points:
@@ -245,7 +248,9 @@ class Runner:
                 self.store_problem = str(exc)
                 log.warning("state store unavailable, retrying in %.0f s: %s", delay, exc)
                 await self._sleep(delay)
-                delay = min(delay * 2, 30.0)
+                # Capped low: until it opens, /healthz and every slash command say the store
+                # is down, so a Redis that is back must be noticed within seconds.
+                delay = min(delay * 2, OPEN_RETRY_CAP_S)
                 continue
             self.store_problem = None
             self.store_ready.set()

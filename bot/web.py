@@ -23,6 +23,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from bot.commands import Command, parse_command, render_refresh_pending, render_reply
 from bot.delivery import DEFAULT_BACKOFF_CAP, Deliverer
 from bot.errors import StoreError
+from bot.forecast import min_span_for
 from bot.jpush import JPushClient
 from bot.metrics import CONTENT_TYPE, Metrics
 from bot.monitor import Monitor, Runner, load_views
@@ -107,7 +108,15 @@ def create_app(
         metrics=metrics,
         backoff_cap=min(settings.poll_interval, DEFAULT_BACKOFF_CAP),
     )
-    monitor = Monitor(scopes, settings.policy(), jpush, store, clock=clock, metrics=metrics)
+    monitor = Monitor(
+        scopes,
+        settings.policy(),
+        jpush,
+        store,
+        clock=clock,
+        metrics=metrics,
+        forecast_min_span=min_span_for(settings.poll_interval),
+    )
     runner = Runner(
         monitor,
         deliverer,
@@ -303,9 +312,10 @@ async def answer(bot: Bot, command: Command, response_url: str | None) -> dict[s
             load_views(bot.store, bot.scopes, now, trend_for=command.scope), STORE_DEADLINE
         )
     except (StoreError, TimeoutError) as exc:
-        return render_reply(
-            command, [], now, store_error=str(exc) or "no answer in time", stale_after=stale_after
-        )
+        # The loop's own error names the cause (e.g. connection refused) where this call may
+        # only know that the store is not open yet.
+        problem = bot.runner.store_problem or str(exc) or "no answer in time"
+        return render_reply(command, [], now, store_error=problem, stale_after=stale_after)
     return render_reply(command, views, now, stale_after=stale_after)
 
 

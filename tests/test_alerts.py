@@ -297,9 +297,9 @@ TRANSITIONS = [
         id="running-out-replaced-by-fired",
     ),
     case(
-        [val(0, 900, 48), val(5, 1050, 48), val(10, 1100, 48)],
-        ["0 fired balance warning", "10 resolved balance warning", "10 running_out balance -"],
-        id="threshold-alert-holds-back-running-out",
+        [val(0, 900, 48), val(5, 1050, 48), val(10, 1100, 48), val(15, 1100, 48)],
+        ["0 fired balance warning", "10 resolved balance warning", "15 running_out balance -"],
+        id="threshold-alert-holds-back-running-out-until-the-next-poll",
     ),
     case(
         [val(0, 5000, 48), val(5, None, 48)],
