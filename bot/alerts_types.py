@@ -81,7 +81,11 @@ class Event:
             "alert": self.alert.value if self.alert else None,
             "forecast": self.forecast.to_json() if self.forecast else None,
             "error": (
-                {"code": self.error.code, "message": self.error.message, "config": self.error.config}
+                {
+                    "code": self.error.code,
+                    "message": self.error.message,
+                    "config": self.error.config,
+                }
                 if self.error
                 else None
             ),

@@ -65,11 +65,17 @@ class Monitor:
         self._clock = clock
         self._metrics = metrics
         self._thresholds: dict[str, Thresholds] = {s.name: s.thresholds for s in self.scopes}
+        # True while waiting on JPush: nothing is written yet, so shutdown may cancel at once.
+        self.fetching = False
 
     async def cycle(self) -> CycleResult:
         """One poll of every scope, evaluated and committed atomically with its message."""
         started = time.monotonic()
-        readings = await self._client.fetch_all(self.scopes)
+        self.fetching = True
+        try:
+            readings = await self._client.fetch_all(self.scopes)
+        finally:
+            self.fetching = False
         now = self._clock()
         forecasts = await self.forecasts_for(readings, now)
         events: list[Event] = []
@@ -257,6 +263,13 @@ class Runner:
             return
 
     async def poll_forever(self) -> None:
+        try:
+            await self._poll_until_stopped()
+        finally:
+            # Released on SIGTERM (and on cancellation) so a replica takes over at once.
+            await self._release_lease()
+
+    async def _poll_until_stopped(self) -> None:
         await self.open_store()
         while not self._stop.is_set():
             started = time.monotonic()
@@ -274,7 +287,6 @@ class Runner:
                 log.exception("poll cycle failed")
             elapsed = time.monotonic() - started
             await self._sleep(max(0.0, self.poll_interval.total_seconds() - elapsed))
-        await self._release_lease()
 
     async def deliver_forever(self) -> None:
         await self.store_ready.wait()

@@ -160,7 +160,10 @@ async def _background_loops(app: web.Application) -> AsyncIterator[None]:
     deliver = asyncio.create_task(bot.runner.deliver_forever(), name="delivery-loop")
     yield
     bot.runner.stop()
-    # Let an in-flight cycle finish (its commit is atomic either way), then give up on it.
+    if bot.runner.monitor.fetching:
+        # Still waiting on JPush: nothing written yet, nothing to lose by stopping now.
+        poll.cancel()
+    # Let an in-flight commit or delivery finish (each is atomic either way), then give up.
     _, pending = await asyncio.wait({poll, deliver}, timeout=SHUTDOWN_GRACE)
     for task in pending:
         task.cancel()

@@ -30,7 +30,9 @@ def env_for(sim: JPushSimulator, tmp_path: Path, **extra: str) -> dict[str, str]
         "JPUSH_BASE_URL": sim.base_url,
         "JPUSH_DEV_KEY": "dev",
         "JPUSH_DEV_SECRET": "dev-secret",
-        "JPUSH_APPS": json.dumps([{"name": "shop", "app_key": "shop", "master_secret": "shop-secret"}]),
+        "JPUSH_APPS": json.dumps(
+            [{"name": "shop", "app_key": "shop", "master_secret": "shop-secret"}]
+        ),
         "STATE_URL": f"sqlite:///{tmp_path}/state.db",
     }
     env.update(extra)
@@ -165,9 +167,15 @@ async def test_python_dash_m_is_the_same_program(sim: JPushSimulator, tmp_path: 
     from botproc import clean_env
 
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "check", "--json",
-        env=clean_env(env_for(sim, tmp_path)), cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "bot",
+        "check",
+        "--json",
+        env=clean_env(env_for(sim, tmp_path)),
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, _ = await proc.communicate()
     assert proc.returncode == 0

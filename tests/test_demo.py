@@ -16,9 +16,7 @@ async def test_demo_answers_the_printed_curl_line_and_alerts(tmp_path: Path) -> 
     await demo.start()
     try:
         await wait_until(lambda: "curl -s -X POST" in demo.stdout(), what="the curl line")
-        line = next(
-            x.strip() for x in demo.stdout().splitlines() if x.strip().startswith("curl ")
-        )
+        line = next(x.strip() for x in demo.stdout().splitlines() if x.strip().startswith("curl "))
         proc = await asyncio.create_subprocess_shell(
             line, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
         )

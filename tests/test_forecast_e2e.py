@@ -56,7 +56,9 @@ async def test_forecast_gauge_check_json_and_running_out_alert(
     port = free_port()
     env = {
         "JPUSH_BASE_URL": str(sim.base_url),
-        "JPUSH_APPS": json.dumps([{"name": "shop", "app_key": "shop", "master_secret": "shop-secret"}]),
+        "JPUSH_APPS": json.dumps(
+            [{"name": "shop", "app_key": "shop", "master_secret": "shop-secret"}]
+        ),
         "SLACK_BOT_TOKEN": "xoxb-test",
         "SLACK_CHANNEL": "C1",
         "SLACK_API_URL": slack.url + "/api/",
@@ -92,7 +94,8 @@ async def test_forecast_gauge_check_json_and_running_out_alert(
         assert rc == 0, err
         shop = json.loads(out)["scopes"][0]
         assert set(shop["forecast"]) == {"industry"}
-        empty_at = datetime.fromisoformat(shop["forecast"]["industry"]["empty_at"].replace("Z", "+00:00"))
+        stamp = shop["forecast"]["industry"]["empty_at"]
+        empty_at = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
         truth = true_seconds_to_empty(sim)
         seconds = (empty_at - datetime.now(UTC)).total_seconds()
         assert abs(seconds - truth) <= 0.3 * truth, (seconds, truth)

@@ -244,7 +244,7 @@ async def test_check_notify_three_times_posts_once(
     env = bot_env(sim, slack, tmp_path)
     codes = []
     for _ in range(3):
-        code, out, err = await run_cli(["check", "--notify"], env, tmp_path)
+        code, _, _ = await run_cli(["check", "--notify"], env, tmp_path)
         codes.append(code)
     assert codes == [1, 1, 1]
     assert len(slack.accepted()) == 1, slack.summary()
