@@ -20,7 +20,7 @@ from bot.jpush import JPushClient
 from bot.logs import setup_logging
 from bot.notify import ConsoleNotifier, make_notifier
 from bot.settings import Settings, load_settings
-from bot.store.factory import make_store
+from bot.store.factory import store_from_settings
 
 log = logging.getLogger("bot")
 
@@ -113,7 +113,7 @@ def _serve(settings: Settings) -> int:
     setup_logging(settings.log_level, settings.log_format)
     settings.require_scopes()
     warn_console_delivery(settings)
-    store = make_store(settings.effective_state_url, retention=settings.history_retention)
+    store = store_from_settings(settings)
     app = create_app(settings, store=store, notifier=make_notifier(settings))
     return asyncio.run(serve_app(app, settings.host, settings.port))
 
@@ -166,7 +166,7 @@ async def _check(settings: Settings, as_json: bool, notify: bool) -> int:
         "WARNING" if settings.log_level == "INFO" else settings.log_level, settings.log_format
     )
     scopes = settings.require_scopes()
-    store = make_store(settings.effective_state_url, retention=settings.history_retention)
+    store = store_from_settings(settings)
     store_ok = True
     try:
         await store.open()

@@ -27,7 +27,7 @@ from bot.logs import setup_logging
 from bot.notify import make_notifier
 from bot.settings import load_settings
 from bot.simulator import JPushSimulator, SimScope
-from bot.store.factory import make_store
+from bot.store.factory import store_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ async def _run(env_file: str | None, state_dir: str) -> int:
         settings = load_settings(env_file, **demo_overrides(base_url, state_dir, secret))
         setup_logging(settings.log_level, settings.log_format)
         warn_console_delivery(settings)
-        store = make_store(settings.effective_state_url, retention=settings.history_retention)
+        store = store_from_settings(settings)
         app = create_app(settings, store=store, notifier=make_notifier(settings))
         helpers: list[asyncio.Task[None]] = []
 

@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     jpush_dev_secret: SecretStr | None = None
     # Kept raw and parsed by hand so a broken value gives a message that names JPUSH_APPS
     # and never echoes the (secret-bearing) JSON back.
-    jpush_apps: str | None = None
+    jpush_apps: SecretStr | None = None
     jpush_base_url: str = "https://api.sms.jpush.cn"
     jpush_timeout: float = Field(default=10.0, gt=0)
     jpush_concurrency: int = Field(default=4, ge=1, le=1000)
@@ -123,6 +123,7 @@ class Settings(BaseSettings):
 
     state_url: str | None = None
     redis_url: SecretStr | None = None
+    redis_tls_verify: bool = True
 
     port: int = Field(default=8080, ge=0, le=65535)
     host: str = "0.0.0.0"
@@ -183,7 +184,8 @@ class Settings(BaseSettings):
                     f"({critical}) must not exceed ALERT_WARNING_{quota_type.value.upper()}"
                     f" ({warning})",
                 )
-        self.apps = _parse_apps(self.jpush_apps, self.global_thresholds())
+        raw_apps = self.jpush_apps.get_secret_value() if self.jpush_apps is not None else None
+        self.apps = _parse_apps(raw_apps, self.global_thresholds())
         if self.slack_bot_token and not self.slack_channel:
             raise _named("SLACK_CHANNEL", "is required when SLACK_BOT_TOKEN is set")
         url = self.effective_state_url

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.errors import ConfigError
 from bot.store._util import redact_url
@@ -13,6 +14,9 @@ from bot.store.memory import MemoryStore
 from bot.store.redis import RedisStore
 from bot.store.sqlite import SqliteStore, sqlite_path_from_url
 
+if TYPE_CHECKING:
+    from bot.settings import Settings
+
 
 def make_store(
     url: str,
@@ -20,6 +24,7 @@ def make_store(
     retention: timedelta = DEFAULT_RETENTION,
     prefix: str = "sms-balance-bot",
     clock: Callable[[], datetime] | None = None,
+    tls_verify: bool = True,
 ) -> StateStore:
     """`sqlite:///rel/path`, `sqlite:////abs/path`, `memory://`, `redis://...`, `rediss://...`.
 
@@ -32,7 +37,9 @@ def make_store(
     if scheme == "memory":
         return MemoryStore(retention=retention, clock=clock)
     if scheme in ("redis", "rediss"):
-        return RedisStore(url, prefix=prefix, retention=retention, clock=clock)
+        return RedisStore(
+            url, prefix=prefix, retention=retention, clock=clock, tls_verify=tls_verify
+        )
     raise ConfigError(
         f"STATE_URL: unsupported {redact_url(url)!r}; expected sqlite:///PATH, redis:// or "
         "rediss://"
@@ -51,3 +58,11 @@ def _sqlite_path(url: str) -> str:
         if not parent.is_dir():
             raise ConfigError(f"STATE_URL: directory {parent} does not exist")
     return path
+
+
+def store_from_settings(settings: Settings) -> StateStore:
+    return make_store(
+        settings.effective_state_url,
+        retention=settings.history_retention,
+        tls_verify=settings.redis_tls_verify,
+    )

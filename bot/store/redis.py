@@ -178,8 +178,14 @@ class RedisStore:
         clock: Clock | None = None,
         max_points: int = MAX_POINTS_PER_SERIES,
         socket_timeout: float = SOCKET_TIMEOUT_S,
+        tls_verify: bool = True,
     ) -> None:
         self._url = url
+        # Heroku Redis serves rediss:// with a self-signed certificate, and its REDIS_URL is
+        # rotated by the platform, so `?ssl_cert_reqs=none` cannot be added to the URL itself.
+        self._tls_options: dict[str, Any] = (
+            {"ssl_cert_reqs": "none"} if not tls_verify and url.startswith("rediss://") else {}
+        )
         self._password = urlsplit(url).password
         self.safe_url = redact_url(url)
         self._p = prefix
@@ -205,6 +211,7 @@ class RedisStore:
                 # One quick retry on a broken connection (a restarted server leaves dead
                 # sockets in the pool); none on timeouts, which would only double the wait.
                 retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1, (RedisConnectionError,)),
+                **self._tls_options,
             )
         except ValueError as exc:
             raise StoreError(f"redis: invalid STATE_URL {self.safe_url}") from exc
