@@ -1,9 +1,32 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from botproc import BotProcess
+from fake_slack import FakeSlack
 from redis_server import RedisServer, redis_server_binary
+
+# Fakes and processes ------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    """A fake Slack (Web API, webhook, response_url) on loopback."""
+    fake = FakeSlack()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def bots() -> AsyncIterator[list[BotProcess]]:
+    """Bot processes a test starts; any still running at the end are killed."""
+    started: list[BotProcess] = []
+    yield started
+    for bot in started:
+        await bot.stop_quietly()
+
 
 # Redis --------------------------------------------------------------------------------------
 

@@ -36,14 +36,6 @@ async def sim() -> AsyncIterator[JPushSimulator]:
     await simulator.stop()
 
 
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    fake = FakeSlack()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
 def true_seconds_to_empty(sim: JPushSimulator) -> float:
     value = sim.current_balance("shop", "industry")
     assert value is not None

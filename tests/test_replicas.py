@@ -55,22 +55,6 @@ async def sim() -> AsyncIterator[JPushSimulator]:
 
 
 @pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    fake = FakeSlack()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
-async def bots() -> AsyncIterator[list[BotProcess]]:
-    started: list[BotProcess] = []
-    yield started
-    for bot in started:
-        await bot.stop_quietly()
-
-
-@pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server of this test's own, not started: the test decides when it runs."""
     if redis_server_binary() is None:

@@ -42,14 +42,6 @@ async def sim() -> AsyncIterator[JPushSimulator]:
     await simulator.stop()
 
 
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    fake = FakeSlack()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
 def bot_env(sim: JPushSimulator, slack: FakeSlack, tmp_path: Path, **extra: str) -> dict[str, str]:
     assert sim.base_url is not None
     env = {
@@ -71,14 +63,6 @@ def bot_env(sim: JPushSimulator, slack: FakeSlack, tmp_path: Path, **extra: str)
     }
     env.update(extra)
     return env
-
-
-@pytest.fixture
-async def bots() -> AsyncIterator[list[BotProcess]]:
-    started: list[BotProcess] = []
-    yield started
-    for bot in started:
-        await bot.stop_quietly()
 
 
 async def start_bot(
