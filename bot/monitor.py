@@ -292,6 +292,9 @@ class Runner:
         await self.store_ready.wait()
         idle = min(5.0, self.poll_interval.total_seconds())
         while not self._stop.is_set():
+            # Cleared before the work, not after: a wake-up (stop, or a cycle that queued a
+            # message) that arrives while delivering must not be lost for `idle` seconds.
+            self._wake_delivery.clear()
             try:
                 await self.deliverer.deliver_pending()
             except StoreError as exc:
@@ -301,7 +304,6 @@ class Runner:
             if self._metrics:
                 self._metrics.outbox_size.set(self.deliverer.status.queued)
             wait = self.deliverer.seconds_until_ready() or idle
-            self._wake_delivery.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake_delivery.wait(), timeout=max(0.05, wait))
 

@@ -20,11 +20,12 @@ class ScopeView:
     # Values over the last 24 h, oldest first, for sparklines (single-scope replies only).
     trend: Mapping[QuotaType, Sequence[int]] = field(default_factory=dict)
 
-    @property
-    def levels(self) -> dict[QuotaType, Level] | None:
-        if self.reading is None:
-            return None
-        return evaluate(self.reading, self.thresholds)
+    # Computed once: renderers ask for levels many times per view.
+    levels: dict[QuotaType, Level] | None = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        levels = None if self.reading is None else evaluate(self.reading, self.thresholds)
+        object.__setattr__(self, "levels", levels)
 
     @property
     def status(self) -> Status:

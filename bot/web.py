@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import unquote_plus
 
 from aiohttp import web
 from slack_sdk.signature import Clock, SignatureVerifier
@@ -40,12 +42,23 @@ MAX_BODY = 64 * 1024
 REFRESH_DEADLINE = 2.0
 STORE_DEADLINE = 1.5
 SHUTDOWN_GRACE = 12.0
+# A "show" reply is reused for this long (and until the next poll cycle): its "read 3 minutes
+# ago" may lag by a second, and a burst of commands costs one store read and render, not one each.
+REPLY_TTL = 1.0
+_FORM_FIELDS = frozenset({"text", "ssl_check", "response_url"})
 _TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
 _SIGNATURE = re.compile(r"^v0=[0-9a-f]{64}$")
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass
+class CachedReply:
+    cycle: datetime | None  # the runner's last cycle when it was rendered
+    expires: float  # time.monotonic()
+    task: asyncio.Task[tuple[bytes, bool]]  # (JSON body, cacheable)
 
 
 @dataclass
@@ -63,6 +76,7 @@ class Bot:
     verifier: SignatureVerifier | None
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     refreshing: dict[str, asyncio.Task[ScopeReading]] = field(default_factory=dict)
+    replies: dict[str | None, CachedReply] = field(default_factory=dict)
 
     @property
     def scope_names(self) -> list[str]:
@@ -295,21 +309,73 @@ async def slack_commands(request: web.Request) -> web.Response:
     if reason is not None:
         bot.metrics.commands.labels("rejected").inc()
         return _unauthorized(reason)
-    form = {k: v[0] for k, v in parse_qs(body.decode("utf-8"), keep_blank_values=True).items()}
+    form = form_fields(body.decode("utf-8"))
     if form.get("ssl_check") == "1":
         bot.metrics.commands.labels("ssl_check").inc()
         return web.Response(status=200)
     bot.metrics.commands.labels("answered").inc()
     command = parse_command(form.get("text", ""), bot.scope_names)
+    if command.action == "show":
+        body = await _show_body(bot, command)
+        return web.Response(body=body, content_type="application/json", charset="utf-8")
     reply = await answer(bot, command, form.get("response_url"))
     return web.json_response(reply)
 
 
+def form_fields(body: str) -> dict[str, str]:
+    """The first value of each field the command uses, exactly as parse_qs would give it.
+
+    Slack sends a dozen fields; unquoting all of them was a sixth of the handler's time.
+    """
+    fields: dict[str, str] = {}
+    for pair in body.split("&"):
+        name, _, value = pair.partition("=")
+        if "%" in name or "+" in name:
+            name = unquote_plus(name)
+        if name in _FORM_FIELDS and name not in fields:
+            fields[name] = unquote_plus(value) if "%" in value or "+" in value else value
+    return fields
+
+
+async def _show_body(bot: Bot, command: Command) -> bytes:
+    """The encoded reply, rendered at most once per REPLY_TTL and scope, shared by all callers."""
+    cycle = bot.runner.last_cycle_at
+    entry = bot.replies.get(command.scope)
+    now = time.monotonic()
+    if entry is None or entry.cycle != cycle or (entry.task.done() and entry.expires <= now):
+        task = asyncio.ensure_future(_render_show(bot, command))
+        entry = CachedReply(cycle=cycle, expires=now + REPLY_TTL, task=task)
+        bot.replies[command.scope] = entry
+    # Shielded: a caller that goes away must not cancel the render the others are waiting on.
+    cacheable = True
+    try:
+        body, cacheable = await asyncio.shield(entry.task)
+    except Exception:
+        cacheable = False
+        raise
+    finally:
+        # A store-error reply (or a failure) is not kept: the next command tries again.
+        if not cacheable and bot.replies.get(command.scope) is entry:
+            del bot.replies[command.scope]
+    return body
+
+
+async def _render_show(bot: Bot, command: Command) -> tuple[bytes, bool]:
+    reply, store_answered = await _from_store(bot, command)
+    return json.dumps(reply).encode(), store_answered
+
+
 async def answer(bot: Bot, command: Command, response_url: str | None) -> dict[str, Any]:
-    now = bot.clock()
-    stale_after = bot.settings.poll_interval * 2
     if command.action == "refresh":
         return await _refresh(bot, command, response_url)
+    reply, _ = await _from_store(bot, command)
+    return reply
+
+
+async def _from_store(bot: Bot, command: Command) -> tuple[dict[str, Any], bool]:
+    """The reply from the shared state, and whether the store answered."""
+    now = bot.clock()
+    stale_after = bot.settings.poll_interval * 2
     try:
         views = await asyncio.wait_for(
             load_views(bot.store, bot.scopes, now, trend_for=command.scope), STORE_DEADLINE
@@ -318,8 +384,8 @@ async def answer(bot: Bot, command: Command, response_url: str | None) -> dict[s
         # The loop's own error names the cause (e.g. connection refused) where this call may
         # only know that the store is not open yet.
         problem = bot.runner.store_problem or str(exc) or "no answer in time"
-        return render_reply(command, [], now, store_error=problem, stale_after=stale_after)
-    return render_reply(command, views, now, stale_after=stale_after)
+        return render_reply(command, [], now, store_error=problem, stale_after=stale_after), False
+    return render_reply(command, views, now, stale_after=stale_after), True
 
 
 def _targets(bot: Bot, command: Command) -> list[Scope]:
@@ -366,6 +432,7 @@ async def _fresh_reply(
 ) -> dict[str, Any]:
     now = bot.clock()
     fresh = {r.scope: r for r in readings}
+    bot.replies.clear()  # fresh numbers: no cached reply may show the old ones
     try:
         await asyncio.wait_for(bot.store.save_readings(list(readings)), STORE_DEADLINE)
     except (StoreError, TimeoutError):

@@ -325,3 +325,17 @@ async def test_metrics_and_healthz(client: TestClient[Any, Any]) -> None:
     response = await client.get("/healthz")
     assert response.status == 200
     assert (await response.json())["status"] in {"ok", "degraded"}
+
+
+async def test_cached_reply_never_outlives_a_refresh(
+    sim: JPushSimulator, client: TestClient[Any, Any]
+) -> None:
+    body = form("shop")
+    first = await (await client.post("/slack/commands", data=body, headers=signed(body, TS))).json()
+    assert "1,111" not in str(first)
+    sim.set_balance("shop", "voice", 1111)
+    refresh = form("refresh shop")
+    fresh = await client.post("/slack/commands", data=refresh, headers=signed(refresh, TS))
+    assert "1,111" in str(await fresh.json())
+    again = await (await client.post("/slack/commands", data=body, headers=signed(body, TS))).json()
+    assert "1,111" in str(again)

@@ -1,0 +1,119 @@
+"""Helpers shared by the benchmarks: a signed slash-command request and simulator presets."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import socket
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from urllib.parse import urlencode
+
+from bot.simulator import JPushSimulator, SimScope
+
+# Not a real secret: both ends of every benchmark are local processes we start ourselves.
+SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+DEV_KEY, DEV_SECRET = "bench-dev", "bench-dev-secret"
+
+# The fields Slack really sends with a slash command, so every server parses a realistic form.
+SLASH_FORM = {
+    "token": "gIkuvaNzQIHg97ATvDxqgjtO",
+    "team_id": "T0001",
+    "team_domain": "example",
+    "enterprise_id": "",
+    "channel_id": "C2147483705",
+    "channel_name": "ops",
+    "user_id": "U2147483697",
+    "user_name": "steve",
+    "command": "/sms-balance",
+    "text": "",
+    "api_app_id": "A123456",
+    "is_enterprise_install": "false",
+    "response_url": "https://hooks.slack.com/commands/1234/5678",
+    "trigger_id": "13345224609.738474920.8088930838d88f008e0",
+}
+
+
+def slash_body(text: str = "") -> bytes:
+    return urlencode({**SLASH_FORM, "text": text}).encode()
+
+
+def slack_headers(body: bytes, timestamp: int | None = None) -> dict[str, str]:
+    """Headers for a v0-signed request; a signature stays valid for 5 minutes."""
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    base = b"v0:" + ts.encode() + b":" + body
+    digest = hmac.new(SIGNING_SECRET.encode(), base, hashlib.sha256).hexdigest()
+    return {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": f"v0={digest}",
+    }
+
+
+def app_name(i: int) -> str:
+    return f"app{i:03d}"
+
+
+def bench_simulator(apps: int) -> JPushSimulator:
+    """One account and `apps` app scopes with steady (non-draining) balances."""
+    sim = JPushSimulator()
+    sim.add_scope(
+        SimScope(
+            key=DEV_KEY,
+            secret=DEV_SECRET,
+            kind="account",
+            balances={"balance": 9, "voice": 702, "industry": 121_981, "market": 11_683},
+        )
+    )
+    for i in range(apps):
+        sim.add_scope(
+            SimScope(
+                key=f"{app_name(i)}-key",
+                secret=f"{app_name(i)}-secret",
+                kind="app",
+                name=app_name(i),
+                balances={"balance": 5200 + i, "voice": 1500, "industry": 1150, "market": None},
+            )
+        )
+    return sim
+
+
+def jpush_apps_json(apps: int) -> str:
+    return json.dumps(
+        [
+            {
+                "name": app_name(i),
+                "app_key": f"{app_name(i)}-key",
+                "master_secret": f"{app_name(i)}-secret",
+            }
+            for i in range(apps)
+        ]
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for(predicate: Callable[[], bool], *, timeout: float, what: str, step: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"FAILED: timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(step)
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
