@@ -9,6 +9,7 @@ import json
 import logging
 import signal
 import sys
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -197,7 +198,9 @@ async def _check(settings: Settings, as_json: bool, notify: bool) -> int:
                 notifier = make_notifier(settings, console=sys.stderr if as_json else sys.stdout)
                 if isinstance(notifier, ConsoleNotifier):
                     warn_console_delivery(settings)
-                deliverer = Deliverer(store, notifier, holder="check", clock=utcnow)
+                # Unique per run: overlapping cron runs must not share a claim on a message.
+                holder = f"check-{uuid.uuid4().hex[:12]}"
+                deliverer = Deliverer(store, notifier, holder=holder, clock=utcnow)
                 await deliverer.deliver_pending()
                 if deliverer.status.queued:
                     log.warning(

@@ -18,12 +18,14 @@ from datetime import datetime, timedelta
 from bot.errors import DeliveryRefused, DeliveryRetryable, StoreError
 from bot.messages import render_alert, render_alert_console
 from bot.metrics import Metrics
-from bot.notify import Notifier
+from bot.notify import SEND_TIMEOUT, Notifier
 from bot.store.base import OutboxMessage, StateStore
 
 log = logging.getLogger(__name__)
 
-CLAIM_TTL = timedelta(seconds=60)
+# Longer than one send can take (SEND_TIMEOUT, and slack-sdk's one retry of a reset
+# connection), and no longer: after a crash mid-send the whole outbox waits for it to expire.
+CLAIM_TTL = timedelta(seconds=2 * SEND_TIMEOUT + 5)
 REFUSED_RETRY = timedelta(minutes=5)
 DEFAULT_BACKOFF_CAP = timedelta(minutes=5)
 NOT_BEFORE_META = "slack_not_before"
