@@ -58,6 +58,11 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        # Bound once: the slash handler is the hot path.
+        self.commands_answered = self.commands.labels("answered")
+        self.commands_rejected = self.commands.labels("rejected")
+        self.commands_too_large = self.commands.labels("too_large")
+        self.commands_ssl_check = self.commands.labels("ssl_check")
         self.outbox_size = Gauge("sms_alerts_outbox", "Messages waiting for delivery", registry=r)
         self.poll_duration = Histogram(
             "sms_poll_duration_seconds",

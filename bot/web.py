@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import re
@@ -267,25 +268,30 @@ def _unauthorized(reason: str) -> web.Response:
 
 def verify_signature(
     verifier: SignatureVerifier, body: bytes, timestamp: str | None, signature: str | None
-) -> str | None:
-    """None when the request is authentic, else why not (for the log, never the secret)."""
+) -> tuple[str, None] | tuple[None, str]:
+    """(the decoded body, None) when the request is authentic, else (None, why not).
+
+    The reason is for the log (clock skew is the usual culprit), never holds the secret.
+    """
     if not timestamp or not signature:
-        return "missing X-Slack-Request-Timestamp or X-Slack-Signature"
+        return None, "missing X-Slack-Request-Timestamp or X-Slack-Signature"
     if not _TIMESTAMP.match(timestamp):
-        return "malformed X-Slack-Request-Timestamp"
+        return None, "malformed X-Slack-Request-Timestamp"
     if not _SIGNATURE.match(signature):
-        return "malformed X-Slack-Signature"
+        return None, "malformed X-Slack-Signature"
     skew = verifier.clock.now() - int(timestamp)
     if abs(skew) > 300:
-        return f"stale timestamp ({skew:+.0f} s off; check the server clock if this repeats)"
+        return None, f"stale timestamp ({skew:+.0f} s off; check the server clock if this repeats)"
     try:
         # slack-sdk decodes the body itself and would raise on invalid UTF-8.
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        return "body is not valid UTF-8"
-    if not verifier.is_valid(body=text, timestamp=timestamp, signature=signature):
-        return "signature mismatch (wrong SLACK_SIGNING_SECRET or altered body)"
-    return None
+        return None, "body is not valid UTF-8"
+    # The window was checked above; slack-sdk computes the v0 HMAC.
+    expected = verifier.generate_signature(timestamp=timestamp, body=text)
+    if expected is None or not hmac.compare_digest(expected, signature):
+        return None, "signature mismatch (wrong SLACK_SIGNING_SECRET or altered body)"
+    return text, None
 
 
 async def slack_commands(request: web.Request) -> web.Response:
@@ -293,27 +299,27 @@ async def slack_commands(request: web.Request) -> web.Response:
     if bot.verifier is None:
         return web.json_response({"error": "SLACK_SIGNING_SECRET is not configured"}, status=503)
     if request.content_length is not None and request.content_length > MAX_BODY:
-        bot.metrics.commands.labels("too_large").inc()
+        bot.metrics.commands_too_large.inc()
         return web.json_response({"error": "request body too large"}, status=413)
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        bot.metrics.commands.labels("too_large").inc()
+        bot.metrics.commands_too_large.inc()
         return web.json_response({"error": "request body too large"}, status=413)
-    reason = verify_signature(
+    text, reason = verify_signature(
         bot.verifier,
         body,
         request.headers.get("X-Slack-Request-Timestamp"),
         request.headers.get("X-Slack-Signature"),
     )
-    if reason is not None:
-        bot.metrics.commands.labels("rejected").inc()
-        return _unauthorized(reason)
-    form = form_fields(body.decode("utf-8"))
+    if text is None:
+        bot.metrics.commands_rejected.inc()
+        return _unauthorized(reason or "invalid")
+    form = form_fields(text)
     if form.get("ssl_check") == "1":
-        bot.metrics.commands.labels("ssl_check").inc()
+        bot.metrics.commands_ssl_check.inc()
         return web.Response(status=200)
-    bot.metrics.commands.labels("answered").inc()
+    bot.metrics.commands_answered.inc()
     command = parse_command(form.get("text", ""), bot.scope_names)
     if command.action == "show":
         body = await _show_body(bot, command)
