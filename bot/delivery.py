@@ -65,10 +65,6 @@ class Deliverer:
         self._lock = asyncio.Lock()
         self.status = DeliveryStatus()
 
-    @property
-    def not_before(self) -> datetime | None:
-        return self._not_before
-
     def seconds_until_ready(self) -> float:
         if self._not_before is None:
             return 0.0

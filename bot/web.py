@@ -13,7 +13,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -374,8 +374,21 @@ async def _render_show(bot: Bot, command: Command) -> tuple[bytes, bool]:
 async def answer(bot: Bot, command: Command, response_url: str | None) -> dict[str, Any]:
     if command.action == "refresh":
         return await _refresh(bot, command, response_url)
+    if command.action in ("help", "unknown"):
+        # Usage needs only the configured scope names: no store read, and it still names
+        # them while the store is down.
+        return render_reply(command, _unread_views(bot), bot.clock())
     reply, _ = await _from_store(bot, command)
     return reply
+
+
+def _unread_views(bot: Bot, readings: Mapping[str, ScopeReading] | None = None) -> list[ScopeView]:
+    """Every configured scope with only the given readings: what is known without the store."""
+    readings = readings or {}
+    return [
+        ScopeView(scope=s.name, kind=s.kind, reading=readings.get(s.name), thresholds=s.thresholds)
+        for s in bot.scopes
+    ]
 
 
 async def _from_store(bot: Bot, command: Command) -> tuple[dict[str, Any], bool]:
@@ -390,7 +403,10 @@ async def _from_store(bot: Bot, command: Command) -> tuple[dict[str, Any], bool]
         # The loop's own error names the cause (e.g. connection refused) where this call may
         # only know that the store is not open yet.
         problem = bot.runner.store_problem or str(exc) or "no answer in time"
-        return render_reply(command, [], now, store_error=problem, stale_after=stale_after), False
+        reply = render_reply(
+            command, _unread_views(bot), now, store_error=problem, stale_after=stale_after
+        )
+        return reply, False
     return render_reply(command, views, now, stale_after=stale_after), True
 
 
@@ -449,10 +465,7 @@ async def _fresh_reply(
             STORE_DEADLINE,
         )
     except (StoreError, TimeoutError):
-        views = [
-            ScopeView(scope=s.name, kind=s.kind, reading=fresh.get(s.name), thresholds=s.thresholds)
-            for s in bot.scopes
-        ]
+        views = _unread_views(bot, fresh)
     return render_reply(command, views, now, stale_after=bot.settings.poll_interval * 2)
 
 

@@ -339,3 +339,26 @@ async def test_cached_reply_never_outlives_a_refresh(
     assert "1,111" in str(await fresh.json())
     again = await (await client.post("/slack/commands", data=body, headers=signed(body, TS))).json()
     assert "1,111" in str(again)
+
+
+async def test_store_down_help_still_names_scopes_and_show_says_why(
+    sim: JPushSimulator, aiohttp_client: AiohttpClient
+) -> None:
+    from botproc import free_port
+
+    from bot.store.redis import RedisStore
+
+    nothing_listens = RedisStore(f"redis://127.0.0.1:{free_port()}/0")
+    app = create_app(
+        make_settings(sim),
+        store=nothing_listens,
+        notifier=ConsoleNotifier(io.StringIO()),
+        signature_clock=FixedClock(NOW),
+    )
+    client = await aiohttp_client(app)
+    body = form("help")
+    reply = await (await client.post("/slack/commands", data=body, headers=signed(body, TS))).json()
+    assert "shop" in str(reply) and "account" in str(reply)
+    body = form("")
+    reply = await (await client.post("/slack/commands", data=body, headers=signed(body, TS))).json()
+    assert "unreachable" in str(reply)
