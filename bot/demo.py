@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 import shlex
@@ -26,57 +25,32 @@ from bot.cli import serve_app, warn_console_delivery
 from bot.logs import setup_logging
 from bot.notify import make_notifier
 from bot.settings import load_settings
-from bot.simulator import JPushSimulator, SimScope
+from bot.simulator import DEMO_APPS, JPushSimulator, demo_simulator, simulator_env
 from bot.store.factory import store_from_settings
 
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL = timedelta(seconds=3)
 CURL_EVERY = 240.0  # seconds; a signature is accepted for 300
-SHOP_KEY, SHOP_SECRET = "demo-shop-key", "demo-shop-secret"
-DEV_KEY, DEV_SECRET = "demo-dev-key", "demo-dev-secret"
-# shop's transactional quota: starts above the 1,000 warning, drains 30 a second, so it warns
-# after ~10 s and goes critical (< 100) after ~40 s; then the demo tops it up.
-SHOP_START, SHOP_DRAIN_PER_HOUR, TOP_UP_BELOW = 1300, 30 * 3600.0, 60
+# The simulator's demo preset, sped up so that shop's transactional quota (1,150 at the start)
+# drains 30 a second: it warns after ~5 s and goes critical (< 100) after ~35 s. Then the demo
+# tops it up past the resolve bar (1,100), and the round starts again.
+SPEED = 180.0
+SHOP_KEY = DEMO_APPS[0][1]
+TOP_UP_TO, TOP_UP_BELOW = 1300, 60
 
 
-def build_simulator() -> JPushSimulator:
-    sim = JPushSimulator()
-    sim.add_scope(
-        SimScope(
-            key=DEV_KEY,
-            secret=DEV_SECRET,
-            kind="account",
-            name="account",
-            balances={"balance": 52_000, "voice": 702, "industry": 121_981, "market": 11_683},
-            drain_per_hour={"balance": 1_200.0, "industry": 2_400.0},
-        )
+def demo_overrides(
+    sim: JPushSimulator, base_url: str, state_dir: str, signing_secret: str
+) -> dict[str, object]:
+    overrides: dict[str, object] = {k.lower(): v for k, v in simulator_env(sim, base_url).items()}
+    overrides.update(
+        poll_interval=POLL_INTERVAL,
+        alert_failures_before_alert=2,
+        state_url=f"sqlite:///{state_dir}/demo.db",
+        slack_signing_secret=signing_secret,
     )
-    sim.add_scope(
-        SimScope(
-            key=SHOP_KEY,
-            secret=SHOP_SECRET,
-            kind="app",
-            name="shop",
-            balances={"balance": 5_200, "voice": None, "industry": SHOP_START, "market": 4_300},
-            drain_per_hour={"industry": SHOP_DRAIN_PER_HOUR},
-        )
-    )
-    return sim
-
-
-def demo_overrides(base_url: str, state_dir: str, signing_secret: str) -> dict[str, object]:
-    apps = [{"name": "shop", "app_key": SHOP_KEY, "master_secret": SHOP_SECRET}]
-    return {
-        "jpush_base_url": base_url,
-        "jpush_dev_key": DEV_KEY,
-        "jpush_dev_secret": DEV_SECRET,
-        "jpush_apps": json.dumps(apps),
-        "poll_interval": POLL_INTERVAL,
-        "alert_failures_before_alert": 2,
-        "state_url": f"sqlite:///{state_dir}/demo.db",
-        "slack_signing_secret": signing_secret,
-    }
+    return overrides
 
 
 def signed_curl(url: str, signing_secret: str, text: str = "", now: float | None = None) -> str:
@@ -101,8 +75,8 @@ async def _top_up_shop(sim: JPushSimulator) -> None:
         value = sim.current_balance(SHOP_KEY, "industry")
         if value is not None and value < TOP_UP_BELOW:
             await asyncio.sleep(4)  # long enough for a poll to see the critical value
-            sim.set_balance(SHOP_KEY, "industry", SHOP_START)
-            print("demo: the shop's industry quota was topped up to 1,300", flush=True)
+            sim.set_balance(SHOP_KEY, "industry", TOP_UP_TO)
+            print(f"demo: the shop's industry quota was topped up to {TOP_UP_TO:,}", flush=True)
 
 
 async def _print_curl(url: str, signing_secret: str) -> None:
@@ -118,7 +92,7 @@ async def _print_curl(url: str, signing_secret: str) -> None:
 async def _run(env_file: str | None, state_dir: str) -> int:
     from bot.web import create_app
 
-    sim = build_simulator()
+    sim = demo_simulator(speed=SPEED)
     base_url = await sim.start("127.0.0.1", 0)
     try:
         probe = load_settings(env_file, jpush_apps="[]")
@@ -127,7 +101,7 @@ async def _run(env_file: str | None, state_dir: str) -> int:
             if probe.slack_signing_secret is not None
             else secrets.token_hex(16)
         )
-        settings = load_settings(env_file, **demo_overrides(base_url, state_dir, secret))
+        settings = load_settings(env_file, **demo_overrides(sim, base_url, state_dir, secret))
         setup_logging(settings.log_level, settings.log_format)
         warn_console_delivery(settings)
         store = store_from_settings(settings)
