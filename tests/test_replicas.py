@@ -22,13 +22,11 @@ import redis
 from botproc import BotProcess, free_port, wait_until
 from fake_slack import Answer, FakeSlack
 from redis_server import RedisServer, redis_server_binary
+from world import APP_KEY, alerting_env, healthy_simulator
 
-from bot.simulator import JPushSimulator, SimScope
+from bot.simulator import JPushSimulator
 
-APP_KEY, APP_SECRET = "shop-key", "shop-secret"
-DEV_KEY, DEV_SECRET = "dev-key", "dev-secret"
 SIGNING_SECRET = "replica-signing-secret-0123456789"
-HIGH = 100_000
 INTERVAL = 0.4
 LEASE_TTL = 3 * INTERVAL
 # Scheduling noise on a busy test machine: process start-up, loopback HTTP, delivery.
@@ -39,16 +37,7 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture
 async def sim() -> AsyncIterator[JPushSimulator]:
-    simulator = JPushSimulator()
-    for key, secret, kind in ((DEV_KEY, DEV_SECRET, "account"), (APP_KEY, APP_SECRET, "app")):
-        simulator.add_scope(
-            SimScope(
-                key=key,
-                secret=secret,
-                kind=kind,  # type: ignore[arg-type]
-                balances={"balance": HIGH, "voice": HIGH, "industry": HIGH, "market": HIGH},
-            )
-        )
+    simulator = healthy_simulator()
     await simulator.start()
     yield simulator
     await simulator.stop()
@@ -78,27 +67,10 @@ def persist_on_shutdown(server: RedisServer) -> None:
 def bot_env(
     sim: JPushSimulator, slack: FakeSlack, state_url: str | None, **extra: str
 ) -> dict[str, str]:
-    assert sim.base_url is not None
-    env = {
-        "JPUSH_BASE_URL": sim.base_url,
-        "JPUSH_DEV_KEY": DEV_KEY,
-        "JPUSH_DEV_SECRET": DEV_SECRET,
-        "JPUSH_APPS": json.dumps(
-            [{"name": "shop", "app_key": APP_KEY, "master_secret": APP_SECRET}]
-        ),
-        "SLACK_BOT_TOKEN": "xoxb-test-token",
-        "SLACK_CHANNEL": "C0ALERTS",
-        "SLACK_API_URL": slack.url + "/api/",
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "POLL_INTERVAL": str(INTERVAL),
-        "ALERT_FORECAST_HORIZON": "0",
-        "HOST": "127.0.0.1",
-        "LOG_LEVEL": "INFO",
-    }
+    base = {"SLACK_SIGNING_SECRET": SIGNING_SECRET, "POLL_INTERVAL": str(INTERVAL)}
     if state_url is not None:
-        env["STATE_URL"] = state_url
-    env.update(extra)
-    return env
+        base["STATE_URL"] = state_url
+    return alerting_env(sim, slack, **{**base, **extra})
 
 
 async def start_bot(

@@ -10,59 +10,26 @@ from pathlib import Path
 import pytest
 from botproc import BotProcess, free_port, run_cli, wait_until
 from fake_slack import Answer, FakeSlack
+from world import APP_KEY, DEV_KEY, alerting_env, healthy_simulator
 
-from bot.simulator import JPushSimulator, SimScope
-
-APP_KEY, APP_SECRET = "shop-key", "shop-secret"
-DEV_KEY, DEV_SECRET = "dev-key", "dev-secret"
-HIGH = 100_000
+from bot.simulator import JPushSimulator
 
 
 @pytest.fixture
 async def sim() -> AsyncIterator[JPushSimulator]:
-    simulator = JPushSimulator()
-    simulator.add_scope(
-        SimScope(
-            key=DEV_KEY,
-            secret=DEV_SECRET,
-            kind="account",
-            balances={"balance": HIGH, "voice": HIGH, "industry": HIGH, "market": HIGH},
-        )
-    )
-    simulator.add_scope(
-        SimScope(
-            key=APP_KEY,
-            secret=APP_SECRET,
-            kind="app",
-            balances={"balance": HIGH, "voice": HIGH, "industry": HIGH, "market": HIGH},
-        )
-    )
+    simulator = healthy_simulator()
     await simulator.start()
     yield simulator
     await simulator.stop()
 
 
 def bot_env(sim: JPushSimulator, slack: FakeSlack, tmp_path: Path, **extra: str) -> dict[str, str]:
-    assert sim.base_url is not None
-    env = {
-        "JPUSH_BASE_URL": sim.base_url,
-        "JPUSH_DEV_KEY": DEV_KEY,
-        "JPUSH_DEV_SECRET": DEV_SECRET,
-        "JPUSH_APPS": json.dumps(
-            [{"name": "shop", "app_key": APP_KEY, "master_secret": APP_SECRET}]
-        ),
-        "SLACK_BOT_TOKEN": "xoxb-test-token",
-        "SLACK_CHANNEL": "C0ALERTS",
-        "SLACK_API_URL": slack.url + "/api/",
+    base = {
         "STATE_URL": f"sqlite:///{tmp_path}/state.db",
         "POLL_INTERVAL": "0.3",
-        "ALERT_FORECAST_HORIZON": "0",
         "PORT": str(free_port()),
-        "HOST": "127.0.0.1",
-        "LOG_LEVEL": "INFO",
     }
-    env.update(extra)
-    return env
+    return alerting_env(sim, slack, **{**base, **extra})
 
 
 async def start_bot(
