@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import socket
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from urllib.parse import urlencode
 
 from bot.simulator import JPushSimulator, SimScope
@@ -16,6 +19,9 @@ from bot.simulator import JPushSimulator, SimScope
 # Not a real secret: both ends of every benchmark are local processes we start ourselves.
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 DEV_KEY, DEV_SECRET = "bench-dev", "bench-dev-secret"
+BOT = Path(sys.executable).with_name("sms-balance-bot")
+# Whatever the caller's shell has configured must not leak into the measured process.
+_SCRUB = ("JPUSH_", "SLACK_", "ALERT_", "STATE_URL", "REDIS_URL", "POLL_", "PORT", "HOST", "LOG_")
 
 # The fields Slack really sends with a slash command, so every server parses a realistic form.
 SLASH_FORM = {
@@ -117,3 +123,25 @@ def wait_for(predicate: Callable[[], bool], *, timeout: float, what: str, step: 
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
+
+
+def bot_env(
+    base_url: str, apps: int, workdir: Path, port: int, interval: str = "1h"
+) -> dict[str, str]:
+    """A scrubbed environment for `sms-balance-bot serve` on the bench simulator."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB)}
+    env.update(
+        {
+            "JPUSH_BASE_URL": base_url,
+            "JPUSH_DEV_KEY": DEV_KEY,
+            "JPUSH_DEV_SECRET": DEV_SECRET,
+            "JPUSH_APPS": jpush_apps_json(apps),
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "STATE_URL": f"sqlite:///{workdir}/state.db",
+            "POLL_INTERVAL": interval,
+            "PORT": str(port),
+            "HOST": "127.0.0.1",
+            "LOG_LEVEL": "INFO",
+        }
+    )
+    return env

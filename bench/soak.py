@@ -49,23 +49,19 @@ from pathlib import Path
 
 import aiohttp
 from _common import (
-    DEV_KEY,
-    DEV_SECRET,
-    SIGNING_SECRET,
+    BOT,
     app_name,
     bench_simulator,
+    bot_env,
     free_port,
-    jpush_apps_json,
     slack_headers,
     slash_body,
 )
 
-BOT = Path(sys.executable).with_name("sms-balance-bot")
 GOAL_RSS_MB = 80.0
 GOAL_GROWTH_MB_PER_1000 = 2.0
 GOAL_FD_DRIFT = 5
 SAMPLE_EVERY = 2.0
-_SCRUB = ("JPUSH_", "SLACK_", "ALERT_", "STATE_URL", "REDIS_URL", "POLL_", "PORT", "HOST", "LOG_")
 _DURATION = re.compile(r"poll cycle done .*duration_s=([0-9.]+)")
 _POLLS = re.compile(r"^sms_polls_total ([0-9.e+]+)$", re.MULTILINE)
 
@@ -104,25 +100,6 @@ def proc_sample(pid: int, cycles: int) -> Sample:
         sockets=sockets,
         threads=int(fields["Threads"]),
     )
-
-
-def bot_env(base_url: str, apps: int, workdir: Path, port: int, interval: float) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB)}
-    env.update(
-        {
-            "JPUSH_BASE_URL": base_url,
-            "JPUSH_DEV_KEY": DEV_KEY,
-            "JPUSH_DEV_SECRET": DEV_SECRET,
-            "JPUSH_APPS": jpush_apps_json(apps),
-            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-            "STATE_URL": f"sqlite:///{workdir}/state.db",
-            "POLL_INTERVAL": str(interval),
-            "PORT": str(port),
-            "HOST": "127.0.0.1",
-            "LOG_LEVEL": "INFO",
-        }
-    )
-    return env
 
 
 async def polls(http: aiohttp.ClientSession, port: int) -> int | None:
@@ -205,7 +182,7 @@ async def soak(args: argparse.Namespace) -> int:
         process = await asyncio.create_subprocess_exec(
             str(BOT),
             "serve",
-            env=bot_env(base_url, args.apps, workdir, port, args.interval),
+            env=bot_env(base_url, args.apps, workdir, port, str(args.interval)),
             cwd=workdir,
             stdout=out,
             stderr=err,

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import signal
 import statistics
 import sys
@@ -29,17 +28,14 @@ from pathlib import Path
 
 import aiohttp
 from _common import (
-    DEV_KEY,
-    DEV_SECRET,
-    SIGNING_SECRET,
+    BOT,
     bench_simulator,
+    bot_env,
     free_port,
-    jpush_apps_json,
 )
 
 from bot.simulator import JPushSimulator
 
-BOT = Path(sys.executable).with_name("sms-balance-bot")
 GOAL_BIND_S = 1.5
 GOAL_RSS_MB = 80.0
 GOAL_STOP_S = 20.0  # the contract's limit
@@ -47,8 +43,6 @@ SMALL_APPS = 2
 LARGE_APPS = 200
 PROBE_EVERY = 0.002
 HEALTH_EVERY = 0.005
-# Whatever the caller's shell has configured must not leak into the measured process.
-_SCRUB = ("JPUSH_", "SLACK_", "ALERT_", "STATE_URL", "REDIS_URL", "POLL_", "PORT", "HOST", "LOG_")
 
 
 @dataclass
@@ -59,24 +53,6 @@ class Start:
     exit_code: int
     rss_mb: float
     hwm_mb: float
-
-
-def bot_env(base_url: str, apps: int, workdir: Path, port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB)}
-    env.update(
-        {
-            "JPUSH_BASE_URL": base_url,
-            "JPUSH_DEV_KEY": DEV_KEY,
-            "JPUSH_DEV_SECRET": DEV_SECRET,
-            "JPUSH_APPS": jpush_apps_json(apps),
-            "STATE_URL": f"sqlite:///{workdir}/state.db",
-            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-            "POLL_INTERVAL": "1h",
-            "HOST": "127.0.0.1",
-            "PORT": str(port),
-        }
-    )
-    return env
 
 
 async def _accepting(port: int) -> bool:
