@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 # connection), and no longer: after a crash mid-send the whole outbox waits for it to expire.
 CLAIM_TTL = timedelta(seconds=2 * SEND_TIMEOUT + 5)
 REFUSED_RETRY = timedelta(minutes=5)
+BATCH = 50  # messages read per delivery pass
 DEFAULT_BACKOFF_CAP = timedelta(minutes=5)
 NOT_BEFORE_META = "slack_not_before"
 
@@ -81,7 +82,7 @@ class Deliverer:
         if self._not_before is not None and now < self._not_before:
             return 0
         sent = 0
-        messages = await self._store.pending_messages(limit=50)
+        messages = await self._store.pending_messages(limit=BATCH)
         for message in messages:
             now = self._clock()
             if not await self._store.claim_message(message.id, self._holder, now + CLAIM_TTL, now):
@@ -90,7 +91,10 @@ class Deliverer:
             if not await self._send_one(message):
                 break
             sent += 1
-        remaining = len(await self._store.pending_messages(limit=1000))
+        remaining = len(messages) - sent
+        if len(messages) == BATCH:
+            # Only a full batch can hide more behind it; otherwise no second read per tick.
+            remaining = len(await self._store.pending_messages(limit=1000))
         self.status = DeliveryStatus(
             queued=remaining, problem=self.status.problem, refused=self.status.refused
         )
