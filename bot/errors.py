@@ -14,6 +14,7 @@ BotError
 ├── StoreError                   the state store is unreachable or refused a write
 └── DeliveryError                Slack did not take a message; it stays queued
     ├── DeliveryRetryable        429 (with retry_after), 5xx, network
+    │   └── DeliveryPaced        our own pacing says "not yet": no attempt was made
     └── DeliveryRefused          invalid_auth, channel_not_found, ...: a configuration error
 
 (JPush's 50033 "app quota not assigned" is not an error: that scope reads as unassigned.)
@@ -89,6 +90,10 @@ class DeliveryRetryable(DeliveryError):
     def __init__(self, message: str, *, retry_after: float | None = None):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class DeliveryPaced(DeliveryRetryable):
+    """Nothing was sent: the destination's rate limit leaves no slot for `retry_after` s."""
 
 
 class DeliveryRefused(DeliveryError):
