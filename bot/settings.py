@@ -9,7 +9,8 @@ import json
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -121,6 +122,16 @@ class Settings(BaseSettings):
     slack_api_url: str = "https://slack.com/api/"
     slack_signing_secret: SecretStr | None = None
 
+    # Chat robots beside Slack; each URL carries its credential, so all of these are secret.
+    dingtalk_webhook_url: SecretStr | None = None
+    dingtalk_secret: SecretStr | None = None
+    feishu_webhook_url: SecretStr | None = None
+    feishu_secret: SecretStr | None = None
+    wecom_webhook_url: SecretStr | None = None
+    message_language: Literal["en", "zh-CN"] = "en"
+    # Displayed times; an IANA zone name such as Asia/Shanghai. Unset: UTC.
+    tz: str | None = None
+
     state_url: str | None = None
     redis_url: SecretStr | None = None
     redis_tls_verify: bool = True
@@ -153,6 +164,39 @@ class Settings(BaseSettings):
         if not re.match(r"^https?://[^\s/]+", value):
             raise ValueError("must be an http:// or https:// URL")
         return value
+
+    @field_validator("dingtalk_webhook_url", "feishu_webhook_url", "wecom_webhook_url")
+    @classmethod
+    def _secret_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+", value.get_secret_value()):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("message_language", mode="before")
+    @classmethod
+    def _language(cls, value: object) -> object:
+        if isinstance(value, str):
+            normal = value.strip().replace("_", "-").lower()
+            if normal in ("en", "en-us", "en-gb"):
+                return "en"
+            if normal in ("zh-cn", "zh", "zh-hans", "zh-hans-cn"):
+                return "zh-CN"
+        raise ValueError("must be 'en' or 'zh-CN'")
+
+    @field_validator("tz")
+    @classmethod
+    def _tz(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        # POSIX allows a leading ':' ("TZ=:Asia/Shanghai").
+        name = value.strip().removeprefix(":")
+        if not name:
+            return None
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("must be an IANA time zone name such as Asia/Shanghai") from None
+        return name
 
     @field_validator("log_level")
     @classmethod
@@ -188,6 +232,12 @@ class Settings(BaseSettings):
         self.apps = _parse_apps(raw_apps, self.global_thresholds())
         if self.slack_bot_token and not self.slack_channel:
             raise _named("SLACK_CHANNEL", "is required when SLACK_BOT_TOKEN is set")
+        for secret, url in (
+            ("DINGTALK_SECRET", "DINGTALK_WEBHOOK_URL"),
+            ("FEISHU_SECRET", "FEISHU_WEBHOOK_URL"),
+        ):
+            if getattr(self, secret.lower()) is not None and getattr(self, url.lower()) is None:
+                raise _named(url, f"is required when {secret} is set")
         url = self.effective_state_url
         if not url.startswith(("sqlite:///", "redis://", "rediss://", "memory://")):
             raise _named("STATE_URL", "must start with sqlite:///, redis:// or rediss://")
@@ -201,6 +251,10 @@ class Settings(BaseSettings):
             # ALERT_WARNING_X=0 switches the type off entirely.
             result[t] = Threshold(warning, critical) if warning else Threshold(0, 0)
         return result
+
+    @property
+    def timezone(self) -> ZoneInfo | None:
+        return ZoneInfo(self.tz) if self.tz else None
 
     @property
     def effective_state_url(self) -> str:
