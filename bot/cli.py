@@ -159,7 +159,7 @@ async def _check(settings: Settings, as_json: bool, notify: bool) -> int:
     from bot.delivery import Deliverer
     from bot.forecast import min_span_for
     from bot.monitor import Monitor
-    from bot.render_check import check_json, exit_status, render_table
+    from bot.render.check import check_json, exit_status, render_table
     from bot.snapshot import ScopeView
 
     # stdout carries the table or the JSON; everything else goes to stderr.
@@ -234,7 +234,7 @@ async def _check(settings: Settings, as_json: bool, notify: bool) -> int:
     ]
     now = utcnow()
     if as_json:
-        print(json.dumps(check_json(views, now), ensure_ascii=False))
+        print(json.dumps(check_json(views), ensure_ascii=False))
     else:
         print(render_table(views, now))
     return exit_status(views)

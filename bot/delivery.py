@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.errors import DeliveryRefused, DeliveryRetryable, StoreError
-from bot.messages import render_alert, render_alert_console
 from bot.metrics import Metrics
 from bot.notify import SEND_TIMEOUT, Notifier
+from bot.render.alert import render_alert, render_alert_console
 from bot.store.base import OutboxMessage, StateStore
 
 log = logging.getLogger(__name__)

@@ -34,11 +34,9 @@ from bot.errors import (
     JPushServerError,
     JPushTransientError,
 )
-from bot.quota import QUOTA_TYPES, FetchError, QuotaType, Scope, ScopeKind, ScopeReading
+from bot.quota import QUOTA_TYPES, Balances, FetchError, Scope, ScopeKind, ScopeReading
 
 logger = logging.getLogger(__name__)
-
-Balances = dict[QuotaType, int | None]
 
 _CONFIG_CODES: dict[int, str] = {
     50001: "missing auth",
@@ -485,7 +483,7 @@ def _parse_balances(
     if not isinstance(data, dict):
         raise malformed(f"body is {_describe_value(data)}, not a JSON object")
     prefix = _PREFIXES[kind]
-    balances: Balances = {}
+    balances = {}
     for quota_type in QUOTA_TYPES:
         name = f"{prefix}_{quota_type.value}"
         if name not in data:

@@ -18,7 +18,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.errors import DeliveryRefused, DeliveryRetryable
-from bot.messages import SlackMessage
+from bot.render.alert import SlackMessage
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -23,13 +23,6 @@ class QuotaType(StrEnum):
 QUOTA_TYPES: tuple[QuotaType, ...] = tuple(QuotaType)
 
 
-class Level(StrEnum):
-    OK = "ok"
-    WARNING = "warning"
-    CRITICAL = "critical"
-    UNASSIGNED = "unassigned"
-
-
 class Status(StrEnum):
     """A scope's (or the whole run's) status; also the Nagios exit status."""
 
@@ -39,13 +32,36 @@ class Status(StrEnum):
     UNASSIGNED = "unassigned"
     UNKNOWN = "unknown"
 
+    @property
+    def severity(self) -> int:
+        """The one severity order: critical > unknown > warning > ok = unassigned."""
+        return _SEVERITY[self]
+
+    @property
+    def exit_code(self) -> int:
+        return _EXIT_CODES[self]
+
+
+class Level(StrEnum):
+    """One quota type's level: the statuses a readable value can have."""
+
+    OK = "ok"
+    WARNING = "warning"
+    CRITICAL = "critical"
+    UNASSIGNED = "unassigned"
+
+    @property
+    def status(self) -> Status:
+        """The same word as a status, so levels share the statuses' order, emoji and words."""
+        return Status(self.value)
+
 
 class ScopeKind(StrEnum):
     ACCOUNT = "account"
     APP = "app"
 
 
-# The contract orders statuses critical > unknown > warning > ok; unassigned counts as ok.
+# Statuses order critical > unknown > warning > ok; unassigned counts as ok.
 _SEVERITY: dict[Status, int] = {
     Status.OK: 0,
     Status.UNASSIGNED: 0,
@@ -98,7 +114,7 @@ class ScopeReading:
     scope: str
     kind: ScopeKind
     read_at: datetime
-    balances: Mapping[QuotaType, int | None] | None = None
+    balances: Balances | None = None
     error: FetchError | None = None
     unassigned: bool = False
 
@@ -158,10 +174,10 @@ def scope_status(reading: ScopeReading, levels: Mapping[QuotaType, Level] | None
 def worst(statuses: Iterable[Status]) -> Status:
     result = Status.OK
     for status in statuses:
-        if _SEVERITY[status] > _SEVERITY[result]:
+        if status.severity > result.severity:
             result = status
     return result
 
 
 def exit_code(status: Status) -> int:
-    return _EXIT_CODES[status]
+    return status.exit_code

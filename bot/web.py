@@ -23,7 +23,7 @@ from aiohttp import web
 from slack_sdk.signature import Clock, SignatureVerifier
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot.commands import Command, parse_command, render_refresh_pending, render_reply
+from bot.commands import Command, parse_command
 from bot.delivery import DEFAULT_BACKOFF_CAP, Deliverer
 from bot.errors import StoreError
 from bot.forecast import min_span_for
@@ -32,6 +32,7 @@ from bot.metrics import CONTENT_TYPE, Metrics
 from bot.monitor import Monitor, Runner, load_views
 from bot.notify import Notifier
 from bot.quota import Scope, ScopeReading
+from bot.render.slash import render_refresh_pending, render_reply
 from bot.settings import Settings
 from bot.snapshot import ScopeView
 from bot.store.base import StateStore

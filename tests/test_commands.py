@@ -12,17 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.alerts_types import Forecast
-from bot.commands import (
-    SPARK_CHARS,
-    Command,
-    parse_command,
-    render_refresh_pending,
-    render_reply,
-    sparkline,
-    usage,
-)
-from bot.messages import MAX_BLOCKS, MAX_HEADER_TEXT, MAX_SECTION_TEXT, block_texts
+from bot.commands import Command, parse_command
 from bot.quota import FetchError, QuotaType, ScopeKind, ScopeReading, Threshold
+from bot.render.format import MAX_BLOCKS, MAX_HEADER_TEXT, MAX_SECTION_TEXT, block_texts
+from bot.render.slash import SPARK_CHARS, render_refresh_pending, render_reply, sparkline, usage
 from bot.snapshot import ScopeView
 
 NOW = datetime(2026, 11, 26, 9, 44, tzinfo=UTC)  # a Thursday
@@ -198,7 +191,7 @@ def test_show_all() -> None:
         ":red_circle: *balance (all-purpose)*: *9* · critical",
         ":large_orange_circle: *voice*: *702* · warning",
         ":large_green_circle: *industry (transactional)*: *121,981* · ok"
-        " · runs out in about 2 days, Sat 14:00 UTC · 1,200/day",
+        " · runs out in about 2 days (Sat 14:00 UTC), burning 1,200/day",
         ":large_green_circle: *market (marketing)*: *11,683* · ok",
         "*shop (app)* — :x: unknown",
         "_last tried 3 minutes ago (09:41 UTC)_",
@@ -233,7 +226,7 @@ def test_show_one_scope_has_trend_and_thresholds() -> None:
         ":large_orange_circle: *voice*: *702* `▄▄▄▄▄▄▄▄▄▄` · warning"
         " · warn &lt; 1,000 / crit &lt; 100"
     )
-    assert "· runs out in about 2 days, Sat 14:00 UTC · 1,200/day" in lines[5]
+    assert "· runs out in about 2 days (Sat 14:00 UTC), burning 1,200/day" in lines[5]
     assert "shop" not in block_texts(reply["blocks"])
     assert reply["text"].startswith("SMS quota for account: critical — account critical (")
 

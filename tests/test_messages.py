@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.alerts_types import AlertKind, Event, EventKind, Forecast
-from bot.messages import (
+from bot.quota import FetchError, Level, QuotaType
+from bot.render.alert import render_alert, render_alert_console
+from bot.render.format import (
     MAX_BLOCKS,
     MAX_FALLBACK_TEXT,
     MAX_HEADER_TEXT,
@@ -21,10 +23,7 @@ from bot.messages import (
     fmt_duration,
     fmt_int,
     fmt_when,
-    render_alert,
-    render_alert_console,
 )
-from bot.quota import FetchError, Level, QuotaType
 
 NOW = datetime(2026, 11, 26, 9, 44, tzinfo=UTC)  # a Thursday
 

@@ -11,7 +11,7 @@ import pytest
 
 from bot.alerts_types import Forecast
 from bot.quota import FetchError, QuotaType, ScopeKind, ScopeReading, Threshold
-from bot.render_check import check_json, exit_status, render_table
+from bot.render.check import check_json, exit_status, render_table
 from bot.snapshot import ScopeView
 
 NOW = datetime(2026, 11, 26, 9, 44, tzinfo=UTC)
@@ -66,7 +66,7 @@ UNASSIGNED = view("crm", unassigned=True)
 
 
 def test_contract_example() -> None:
-    assert check_json([CRITICAL, UNKNOWN], NOW) == {
+    assert check_json([CRITICAL, UNKNOWN]) == {
         "status": "critical",
         "scopes": [
             {
@@ -140,7 +140,7 @@ def assert_scope_shape(scope: dict[str, Any]) -> None:
     ],
 )
 def test_scope_shape(scope_view: ScopeView, status: str) -> None:
-    out = check_json([scope_view], NOW)
+    out = check_json([scope_view])
     assert set(out) == {"status", "scopes"}
     (scope,) = out["scopes"]
     assert scope["status"] == status
@@ -149,17 +149,17 @@ def test_scope_shape(scope_view: ScopeView, status: str) -> None:
 
 
 def test_readable_scope_details() -> None:
-    (ok,) = check_json([OK], NOW)["scopes"]
+    (ok,) = check_json([OK])["scopes"]
     assert ok["forecast"] == {}
     assert ok["levels"] == dict.fromkeys(TYPES, "ok")
-    (warning,) = check_json([WARNING], NOW)["scopes"]
+    (warning,) = check_json([WARNING])["scopes"]
     assert warning["levels"]["voice"] == "warning"
     assert warning["balances"]["voice"] == 702
 
 
 def test_unassigned_scope() -> None:
     # 50033: no numbers at all, so balances is null; every level says unassigned.
-    (scope,) = check_json([UNASSIGNED], NOW)["scopes"]
+    (scope,) = check_json([UNASSIGNED])["scopes"]
     assert scope == {
         "name": "crm",
         "kind": "app",
@@ -172,14 +172,14 @@ def test_unassigned_scope() -> None:
 
 
 def test_null_type_is_unassigned() -> None:
-    (scope,) = check_json([view("a", {**values(), Q.VOICE: None})], NOW)["scopes"]
+    (scope,) = check_json([view("a", {**values(), Q.VOICE: None})])["scopes"]
     assert scope["balances"]["voice"] is None
     assert scope["levels"]["voice"] == "unassigned"
     assert scope["status"] == "ok"
 
 
 def test_not_read_yet_is_unknown() -> None:
-    (scope,) = check_json([view("later", read=False)], NOW)["scopes"]
+    (scope,) = check_json([view("later", read=False)])["scopes"]
     assert scope["error"] == {"code": None, "message": "not read yet"}
 
 
@@ -201,7 +201,7 @@ def test_forecast_format(
     per_hour: float, empty_at: datetime, json_rate: float, json_at: str
 ) -> None:
     scoped = view("a", values(), forecasts={Q.MARKET: Forecast(per_hour, empty_at)})
-    (scope,) = check_json([scoped], NOW)["scopes"]
+    (scope,) = check_json([scoped])["scopes"]
     assert scope["forecast"] == {"market": {"per_hour": json_rate, "empty_at": json_at}}
     assert isinstance(scope["forecast"]["market"]["per_hour"], float)
 
@@ -223,7 +223,7 @@ def test_forecast_format(
     ],
 )
 def test_status_order(views: list[ScopeView], status: str, code: int) -> None:
-    assert check_json(views, NOW)["status"] == status
+    assert check_json(views)["status"] == status
     assert exit_status(views) == code
 
 

@@ -1,4 +1,4 @@
-"""Output of `sms-balance-bot check`: an aligned table, the contract's JSON, the exit status.
+"""Output of `sms-balance-bot check`: an aligned table, its JSON, the exit status.
 
 Pure: views and `now` in, text / dicts / ints out.
 """
@@ -6,18 +6,26 @@ Pure: views and `now` in, text / dicts / ints out.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from bot.alerts_types import Forecast
-from bot.messages import fmt_duration, fmt_error, fmt_int, fmt_threshold, fmt_when
-from bot.quota import QUOTA_TYPES, Level, Status, exit_code, worst
+from bot.quota import QUOTA_TYPES, Level, Status, worst
+from bot.render.format import (
+    DEFAULT,
+    Locale,
+    fmt_error,
+    fmt_int,
+    fmt_threshold,
+    fmt_when,
+    runs_out_cell,
+    utc,
+)
 from bot.snapshot import ScopeView
 
-_HEADER = ("SCOPE", "TYPE", "VALUE", "LEVEL", "THRESHOLD", "RUNS OUT")
 _RIGHT_ALIGNED = frozenset({2})  # VALUE
 _GAP = "  "
-_NOT_READ = "not read yet"
+# The JSON is read by programs, so its words do not follow the message language.
+_NOT_READ_JSON = "not read yet"
 
 
 def overall_status(views: Sequence[ScopeView]) -> Status:
@@ -25,22 +33,27 @@ def overall_status(views: Sequence[ScopeView]) -> Status:
 
 
 def exit_status(views: Sequence[ScopeView]) -> int:
-    return exit_code(overall_status(views))
+    return overall_status(views).exit_code
 
 
 # --- table -------------------------------------------------------------------------------------
 
 
-def _scope_rows(view: ScopeView, now: datetime) -> list[tuple[str, ...]]:
+def _scope_rows(view: ScopeView, now: datetime, loc: Locale) -> list[tuple[str, ...]]:
+    lang = loc.lang
     reading, levels = view.reading, view.levels
-    status = view.status.value
-    # Rows that are not per type end with their explanation, which is left out of the widths.
+    status = lang.status_word[view.status]
+
+    def note(text: str) -> list[tuple[str, ...]]:
+        # Rows that are not per type end with their explanation, left out of the widths.
+        return [(view.scope, "-", "-", status, text)]
+
     if reading is None:
-        return [(view.scope, "-", "-", status, _NOT_READ)]
+        return note(lang.not_read)
     if reading.error is not None:
-        return [(view.scope, "-", "-", status, f"cannot read: {fmt_error(reading.error)}")]
+        return note(lang.cannot_read.format(error=fmt_error(reading.error, loc)))
     if reading.unassigned or reading.balances is None or levels is None:
-        return [(view.scope, "-", "-", status, "quota not assigned (50033)")]
+        return note(lang.not_assigned_code)
     rows: list[tuple[str, ...]] = []
     for t in QUOTA_TYPES:
         value = reading.balances.get(t)
@@ -49,23 +62,19 @@ def _scope_rows(view: ScopeView, now: datetime) -> list[tuple[str, ...]]:
         rows.append(
             (
                 view.scope,
-                t.value,
-                fmt_int(value) if value is not None else "-",
-                level.value,
-                "-" if level is Level.UNASSIGNED else fmt_threshold(view.thresholds.get(t)),
-                _runs_out(forecast, now) if forecast is not None and value is not None else "",
+                lang.type_name[t],
+                fmt_int(value, loc) if value is not None else "-",
+                lang.status_word[level.status],
+                "-" if level is Level.UNASSIGNED else fmt_threshold(view.thresholds.get(t), loc),
+                runs_out_cell(forecast, now, loc) if forecast and value is not None else "",
             )
         )
     return rows
 
 
-def _runs_out(forecast: Forecast, now: datetime) -> str:
-    return f"{fmt_duration(forecast.seconds_to_empty(now))} ({fmt_when(forecast.empty_at, now)})"
-
-
-def _align(rows: Sequence[tuple[str, ...]]) -> list[str]:
+def _align(rows: Sequence[tuple[str, ...]], columns: int) -> list[str]:
     # A row's last cell never pads anything, so a long error cannot widen every column.
-    widths = [0] * len(_HEADER)
+    widths = [0] * columns
     for row in rows:
         for i, cell in enumerate(row[:-1]):
             widths[i] = max(widths[i], len(cell))
@@ -81,25 +90,27 @@ def _align(rows: Sequence[tuple[str, ...]]) -> list[str]:
     return lines
 
 
-def render_table(views: Sequence[ScopeView], now: datetime) -> str:
-    rows: list[tuple[str, ...]] = [_HEADER]
+def render_table(views: Sequence[ScopeView], now: datetime, loc: Locale = DEFAULT) -> str:
+    lang = loc.lang
+    rows: list[tuple[str, ...]] = [lang.table_header]
     for view in views:
-        rows.extend(_scope_rows(view, now))
+        rows.extend(_scope_rows(view, now, loc))
     status = overall_status(views)
-    plural = "scope" if len(views) == 1 else "scopes"
-    footer = (
-        f"overall: {status.value} (exit {exit_code(status)}) · {len(views)} {plural} · "
-        f"checked {fmt_when(now)}"
+    footer = lang.table_footer.format(
+        status=lang.status_word[status],
+        code=status.exit_code,
+        n=len(views),
+        scopes=lang.scope_one if len(views) == 1 else lang.scope_many,
+        when=fmt_when(now, loc=loc),
     )
-    return "\n".join([*_align(rows), footer])
+    return "\n".join([*_align(rows, len(lang.table_header)), footer])
 
 
 # --- JSON --------------------------------------------------------------------------------------
 
 
 def _iso_z(dt: datetime) -> str:
-    dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-    return dt.replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc(dt).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _scope_json(view: ScopeView) -> dict[str, Any]:
@@ -114,17 +125,17 @@ def _scope_json(view: ScopeView) -> dict[str, Any]:
     reading, levels = view.reading, view.levels
     if reading is None:
         # Nothing read yet is as unknown as a failed read; say why in the error's shape.
-        out["error"] = {"code": None, "message": _NOT_READ}
+        out["error"] = {"code": None, "message": _NOT_READ_JSON}
         return out
     if reading.error is not None:
-        # The contract's example omits "forecast" on error scopes.
+        # Error scopes carry no "forecast" key.
         out["error"] = {"code": reading.error.code, "message": reading.error.message}
         return out
     if levels is None:
         return out
     # Unassigned (50033) scope: there are no numbers, so "balances" is null (a dict of nulls
     # would read like four unassigned types of a readable scope); "levels" still says
-    # "unassigned" for every type, since that is a level in the contract's vocabulary.
+    # "unassigned" for every type, since that is a level word.
     if not reading.unassigned and reading.balances is not None:
         out["balances"] = {t.value: reading.balances.get(t) for t in QUOTA_TYPES}
     out["levels"] = {t.value: levels[t].value for t in QUOTA_TYPES}
@@ -139,10 +150,8 @@ def _scope_json(view: ScopeView) -> dict[str, Any]:
     return out
 
 
-def check_json(views: Sequence[ScopeView], now: datetime) -> dict[str, Any]:
-    """The `check --json` object, exactly as in the contract. `now` is unused today; it is
-    part of the signature so every renderer takes the same inputs."""
-    del now
+def check_json(views: Sequence[ScopeView]) -> dict[str, Any]:
+    """The `check --json` object."""
     return {
         "status": overall_status(views).value,
         "scopes": [_scope_json(view) for view in views],
