@@ -24,6 +24,7 @@ import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from tenacity.wait import wait_random_exponential
 
+from bot.clock import Clock, Monotonic, utcnow
 from bot.errors import (
     JPushConfigError,
     JPushError,
@@ -66,10 +67,6 @@ _MAX_VALUE = 2**63 - 1
 _USER_AGENT = "sms-balance-bot"
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class JPushClient:
     def __init__(
         self,
@@ -81,8 +78,8 @@ class JPushClient:
         max_attempts: int = 5,
         max_body_bytes: int = 64 * 1024,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        clock: Callable[[], datetime] = _utcnow,
-        monotonic: Callable[[], float] = time.monotonic,
+        clock: Clock = utcnow,
+        monotonic: Monotonic = time.monotonic,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         if concurrency < 1:

@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-
-Clock = Callable[[], datetime]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 # Retention pruning is housekeeping: doing it on every write would cost more than it saves.
 UPKEEP_EVERY = timedelta(minutes=1)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def to_us(moment: datetime) -> int:

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from bot.alerts_types import AlertBook
+from bot.clock import Clock, utcnow
 from bot.quota import QuotaType, ScopeReading
-from bot.store._util import Clock, Upkeep, from_us, to_us, utc_now
+from bot.store._util import Upkeep, from_us, to_us
 from bot.store.base import (
     DEFAULT_RETENTION,
     MAX_POINTS_PER_SERIES,
@@ -60,7 +61,7 @@ class MemoryStore:
     ) -> None:
         self.data = data if data is not None else MemoryData()
         self._retention = retention
-        self._clock = clock or utc_now
+        self._clock = clock or utcnow
         self._max_points = max_points
         self._upkeep = Upkeep()
 

@@ -35,9 +35,10 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.alerts_types import AlertBook
+from bot.clock import Clock, utcnow
 from bot.errors import StoreError
 from bot.quota import QuotaType, ScopeReading
-from bot.store._util import Clock, Upkeep, from_us, redact_url, scrub, to_us, utc_now
+from bot.store._util import Upkeep, from_us, redact_url, scrub, to_us
 from bot.store.base import (
     DEFAULT_RETENTION,
     MAX_POINTS_PER_SERIES,
@@ -190,7 +191,7 @@ class RedisStore:
         self.safe_url = redact_url(url)
         self._p = prefix
         self._retention = retention
-        self._clock = clock or utc_now
+        self._clock = clock or utcnow
         self._max_points = max_points
         self._socket_timeout = socket_timeout
         self._upkeep = Upkeep()

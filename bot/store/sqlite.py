@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import TypeVar
 
 from bot.alerts_types import AlertBook
+from bot.clock import Clock, utcnow
 from bot.errors import StoreError
 from bot.quota import QuotaType, ScopeReading
-from bot.store._util import Clock, Upkeep, from_us, to_us, utc_now
+from bot.store._util import Upkeep, from_us, to_us
 from bot.store.base import (
     DEFAULT_RETENTION,
     MAX_POINTS_PER_SERIES,
@@ -106,7 +107,7 @@ class SqliteStore:
     ) -> None:
         self.path = str(path)
         self._retention = retention
-        self._clock = clock or utc_now
+        self._clock = clock or utcnow
         self._max_points = max_points
         self._busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
