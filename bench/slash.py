@@ -6,7 +6,7 @@ Every server runs in its own process pinned to core 0 (`taskset -c 0`); `wrk` ru
 core 1 with 64 connections, one thread. The servers, all answering the same signed request with
 the same reply bytes:
 
-    bot-memory   bot.web.create_app + bot.cli.serve_app, MemoryStore, production logging
+    bot-memory   bot.web.create_app + bot.app.serve_app, MemoryStore, production logging
     bot-sqlite   the same with the production default store (sqlite in a temporary directory)
     bolt         slack_bolt AsyncApp (default mode), stub authorize, ack() with the bot's reply
     bolt-pbr     the same with process_before_response=True
@@ -80,12 +80,12 @@ async def _wait_for_signal() -> None:
 
 
 async def serve_bot(store_kind: str, workdir: Path) -> None:
-    from bot.cli import serve_app
+    from bot.app import serve_app
     from bot.logs import setup_logging
     from bot.notify import ConsoleNotifier
     from bot.settings import Settings
     from bot.store.factory import make_store
-    from bot.web import BOT, create_app
+    from bot.web import SERVICES, create_app
 
     sim = bench_simulator(APPS)
     url = await sim.start()
@@ -106,9 +106,9 @@ async def serve_bot(store_kind: str, workdir: Path) -> None:
     app = create_app(settings, store=store, notifier=ConsoleNotifier(sys.stderr))
 
     async def first_poll_done(port: int) -> None:
-        runner = app[BOT].runner
+        worker = app[SERVICES].worker
         deadline = time.monotonic() + 30
-        while runner.last_cycle_at is None:
+        while worker.last_cycle_at is None:
             if time.monotonic() > deadline:
                 raise SystemExit("the first poll cycle did not finish within 30 s")
             await asyncio.sleep(0.01)

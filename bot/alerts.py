@@ -28,16 +28,25 @@ from bot.alerts_types import (
     AlertKind,
     Event,
     EventKind,
-    Forecast,
     OpenAlert,
-    Policy,
     ScopeHealth,
     alert_key,
 )
+from bot.forecast import Forecast
 from bot.quota import QUOTA_TYPES, Level, QuotaType, ScopeReading, Threshold, Thresholds, level_for
 
 _DISABLED = Threshold(0, 0)
 _ALERTING = (Level.WARNING, Level.CRITICAL)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The alerting knobs of the configuration, as plain values."""
+
+    repeat_interval: timedelta | None = timedelta(hours=24)  # None: never repeat
+    resolve_margin_pct: float = 10.0
+    failures_before_alert: int = 3
+    forecast_horizon: timedelta | None = timedelta(days=3)  # None: no running_out alerts
 
 
 def step(

@@ -7,29 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from bot.forecast import Forecast
 from bot.quota import FetchError, Level, QuotaType
-
-
-@dataclass(frozen=True, slots=True)
-class Forecast:
-    """Burn rate and projected exhaustion of one quota type."""
-
-    per_hour: float  # units consumed per hour (positive while draining)
-    empty_at: datetime
-
-    def seconds_to_empty(self, now: datetime) -> float:
-        return max(0.0, (self.empty_at - now).total_seconds())
-
-    def to_json(self) -> dict[str, Any]:
-        return {"per_hour": self.per_hour, "empty_at": _ts(self.empty_at)}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Forecast:
-        return cls(per_hour=float(data["per_hour"]), empty_at=_dt(data["empty_at"]))
 
 
 class EventKind(StrEnum):
@@ -222,16 +205,6 @@ class AlertBook:
             elif key in health and health[key].pending:
                 health[key] = replace(health[key], pending=False, announced_at=now)
         return AlertBook(alerts=alerts, health=health)
-
-
-@dataclass(frozen=True, slots=True)
-class Policy:
-    """The alerting knobs of the configuration, as plain values."""
-
-    repeat_interval: timedelta | None = timedelta(hours=24)  # None: never repeat
-    resolve_margin_pct: float = 10.0
-    failures_before_alert: int = 3
-    forecast_horizon: timedelta | None = timedelta(days=3)  # None: no running_out alerts
 
 
 def _ts(value: datetime) -> str:

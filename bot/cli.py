@@ -9,29 +9,26 @@ import json
 import logging
 import signal
 import sys
-import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TextIO
 
-from aiohttp import web
-
+from bot.app import build_services, jpush_client, new_holder, poll_monitor, serve_app
+from bot.clock import Clock, utcnow
 from bot.errors import ConfigError, StoreError
-from bot.jpush import JPushClient
+from bot.forecast import Forecasts
 from bot.logs import setup_logging
-from bot.notify import ConsoleNotifier, make_notifier
+from bot.notify import ConsoleNotifier, make_notifier, warn_console_delivery
+from bot.quota import ScopeReading
 from bot.settings import Settings, load_settings
+from bot.store.base import StateStore
 from bot.store.factory import store_from_settings
+from bot.views import unread_views
 
 log = logging.getLogger("bot")
 
 EXIT_CONFIG = 2
 EXIT_UNKNOWN = 3  # Nagios UNKNOWN, used by `check` for configuration errors
-SHUTDOWN_TIMEOUT = 5.0  # in-flight requests; well inside the platform's 30 s kill
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,34 +75,22 @@ def _env_file(path: str | None) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     env_file = _env_file(args.env_file)
+    commands: dict[str, Callable[[], int]] = {
+        "serve": lambda: _serve(load_settings(env_file)),
+        "check": lambda: asyncio.run(_check(load_settings(env_file), args.json, args.notify)),
+        "simulate": lambda: _simulate(args.host, args.port),
+        "demo": lambda: _demo(env_file),
+    }
     try:
-        if args.command == "serve":
-            return _serve(load_settings(env_file))
-        if args.command == "check":
-            return asyncio.run(_check(load_settings(env_file), args.json, args.notify))
-        if args.command == "simulate":
-            return _simulate(args.host, args.port)
-        if args.command == "demo":
-            from bot.demo import run_demo
-
-            return run_demo(env_file)
+        return commands[args.command]()
     except ConfigError as exc:
         print(f"sms-balance-bot: configuration error: {exc}", file=sys.stderr)
         return EXIT_UNKNOWN if args.command == "check" else EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
-    return EXIT_CONFIG
 
 
 # serve ---------------------------------------------------------------------------------------
-
-
-def warn_console_delivery(settings: Settings) -> None:
-    if settings.slack_bot_token is None and settings.slack_webhook_url is None:
-        log.warning(
-            "no Slack delivery configured (SLACK_BOT_TOKEN + SLACK_CHANNEL, or"
-            " SLACK_WEBHOOK_URL): alerts are written to standard output"
-        )
 
 
 def _serve(settings: Settings) -> int:
@@ -119,48 +104,11 @@ def _serve(settings: Settings) -> int:
     return asyncio.run(serve_app(app, settings.host, settings.port))
 
 
-async def serve_app(
-    app: web.Application,
-    host: str,
-    port: int,
-    *,
-    on_started: Callable[[int], Awaitable[None]] | None = None,
-) -> int:
-    """Bind, run until SIGTERM/SIGINT, then stop accepting, finish in-flight work, exit 0."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
-    try:
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise ConfigError(f"PORT: cannot listen on {host}:{port}: {exc.strerror}") from None
-    bound = port
-    if runner.addresses:
-        bound = int(runner.addresses[0][1])
-    log.info("listening on http://%s:%s", host, bound)
-    if on_started is not None:
-        await on_started(bound)
-    await stop.wait()
-    log.info("shutting down: finishing in-flight work")
-    await runner.cleanup()
-    log.info("stopped")
-    return 0
-
-
 # check ---------------------------------------------------------------------------------------
 
 
 async def _check(settings: Settings, as_json: bool, notify: bool) -> int:
-    from bot.delivery import Deliverer
-    from bot.forecast import min_span_for
-    from bot.monitor import Monitor
     from bot.render.check import check_json, exit_status, render_table
-    from bot.snapshot import ScopeView
 
     # stdout carries the table or the JSON; everything else goes to stderr.
     setup_logging(
@@ -168,76 +116,95 @@ async def _check(settings: Settings, as_json: bool, notify: bool) -> int:
     )
     scopes = settings.require_scopes()
     store = store_from_settings(settings)
-    store_ok = True
-    try:
-        await store.open()
-    except StoreError as exc:
-        store_ok = False
-        if notify:
+    if notify:
+        console = sys.stderr if as_json else sys.stdout
+        try:
+            readings, forecasts = await check_and_notify(settings, store, console=console)
+        except StoreUnavailable as exc:
             print(f"sms-balance-bot: state store unavailable: {exc}", file=sys.stderr)
             return EXIT_UNKNOWN
-        log.warning("state store unavailable, no forecasts: %s", exc)
-    try:
-        async with JPushClient(
-            settings.jpush_base_url,
-            timeout=settings.jpush_timeout,
-            concurrency=settings.jpush_concurrency,
-            clock=utcnow,
-        ) as client:
-            monitor = Monitor(
-                scopes,
-                settings.policy(),
-                client,
-                store,
-                clock=utcnow,
-                forecast_min_span=min_span_for(settings.poll_interval),
-            )
-            if notify:
-                result = await monitor.cycle()
-                readings, forecasts = result.readings, result.forecasts
-                notifier = make_notifier(settings, console=sys.stderr if as_json else sys.stdout)
-                if isinstance(notifier, ConsoleNotifier):
-                    warn_console_delivery(settings)
-                # Unique per run: overlapping cron runs must not share a claim on a message.
-                holder = f"check-{uuid.uuid4().hex[:12]}"
-                deliverer = Deliverer(store, notifier, holder=holder, clock=utcnow)
-                await deliverer.deliver_pending()
-                if deliverer.status.queued:
-                    log.warning(
-                        "%d alert message(s) still queued (%s); the next run retries",
-                        deliverer.status.queued,
-                        deliverer.status.problem,
-                    )
-                await notifier.close()
-            else:
-                readings = await client.fetch_all(scopes)
-                forecasts = {}
-                if store_ok:
-                    try:
-                        forecasts = await monitor.forecasts_for(readings, utcnow())
-                        await store.save_readings(readings)
-                    except StoreError as exc:
-                        log.warning("state store unavailable, no forecasts: %s", exc)
-    finally:
-        if store_ok:
-            await store.close()
-    by_scope = {r.scope: r for r in readings}
-    views = [
-        ScopeView(
-            scope=s.name,
-            kind=s.kind,
-            reading=by_scope.get(s.name),
-            thresholds=s.thresholds,
-            forecasts=forecasts.get(s.name, {}),
-        )
-        for s in scopes
-    ]
+    else:
+        readings, forecasts = await check_once(settings, store)
+    views = unread_views(scopes, {r.scope: r for r in readings}, forecasts)
     now = utcnow()
     if as_json:
         print(json.dumps(check_json(views), ensure_ascii=False))
     else:
         print(render_table(views, now))
     return exit_status(views)
+
+
+class StoreUnavailable(Exception):
+    """The state store could not be opened, so alert state cannot be kept."""
+
+
+async def check_once(
+    settings: Settings, store: StateStore, *, clock: Clock = utcnow
+) -> tuple[list[ScopeReading], Forecasts]:
+    """Read every scope once and forecast from the stored history, if the store answers.
+
+    The readings join the history (so cron-driven checks build forecasts), but no alert is
+    evaluated: without the store the numbers are still worth printing.
+    """
+    scopes = settings.require_scopes()
+    try:
+        await store.open()
+    except StoreError as exc:
+        log.warning("state store unavailable, no forecasts: %s", exc)
+        async with jpush_client(settings, clock=clock) as client:
+            return await client.fetch_all(scopes), {}
+    try:
+        async with jpush_client(settings, clock=clock) as client:
+            monitor = poll_monitor(settings, store, client, clock=clock)
+            readings = await client.fetch_all(scopes)
+            try:
+                forecasts = await monitor.forecasts_for(readings, clock())
+                await store.save_readings(readings)
+            except StoreError as exc:
+                log.warning("state store unavailable, no forecasts: %s", exc)
+                forecasts = {}
+            return readings, forecasts
+    finally:
+        await store.close()
+
+
+async def check_and_notify(
+    settings: Settings, store: StateStore, *, console: TextIO, clock: Clock = utcnow
+) -> tuple[list[ScopeReading], Forecasts]:
+    """One `serve` cycle: read, evaluate, commit, and deliver what is queued (this cycle's
+    message and any a previous run left), with the same services `serve` uses."""
+    try:
+        await store.open()
+    except StoreError as exc:
+        raise StoreUnavailable(str(exc)) from exc
+    notifier = make_notifier(settings, console=console)
+    if isinstance(notifier, ConsoleNotifier):
+        warn_console_delivery(settings)
+    services = build_services(
+        settings, store=store, notifier=notifier, clock=clock, holder=new_holder("check-")
+    )
+    try:
+        result = await services.monitor.cycle()
+        deliverer = services.deliverer
+        await deliverer.deliver_pending()
+        if deliverer.status.queued:
+            log.warning(
+                "%d alert message(s) still queued (%s); the next run retries",
+                deliverer.status.queued,
+                deliverer.status.problem,
+            )
+    finally:
+        await services.close()
+    return result.readings, result.forecasts
+
+
+# demo ----------------------------------------------------------------------------------------
+
+
+def _demo(env_file: str | None) -> int:
+    from bot.demo import run_demo
+
+    return run_demo(env_file)
 
 
 # simulate ------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from bot.errors import DeliveryRefused, DeliveryRetryable, StoreError
 from bot.metrics import Metrics
 from bot.notify import SEND_TIMEOUT, Notifier
 from bot.render.alert import render_alert, render_alert_console
-from bot.store.base import OutboxMessage, StateStore
+from bot.store.base import META_SLACK_NOT_BEFORE, OutboxMessage, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,6 @@ CLAIM_TTL = timedelta(seconds=2 * SEND_TIMEOUT + 5)
 REFUSED_RETRY = timedelta(minutes=5)
 BATCH = 50  # messages read per delivery pass
 DEFAULT_BACKOFF_CAP = timedelta(minutes=5)
-NOT_BEFORE_META = "slack_not_before"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +36,11 @@ class DeliveryStatus:
     queued: int = 0
     problem: str | None = None  # last failure, for /healthz
     refused: bool = False  # a configuration error, not a passing outage
+
+    @property
+    def state(self) -> str:
+        """`ok`, `failing` (a passing outage) or `refused` (a configuration error)."""
+        return "refused" if self.refused else ("failing" if self.problem else "ok")
 
 
 def backoff(attempts: int, cap: timedelta, rand: Callable[[], float] = random.random) -> timedelta:
@@ -148,10 +152,10 @@ class Deliverer:
             self._metrics.delivery_failures.inc()
         await self._store.record_failure(message.id, error, now)
         # Shared so that another replica does not hammer an endpoint that said 429.
-        await self._store.set_meta(NOT_BEFORE_META, self._not_before.isoformat())
+        await self._store.set_meta(META_SLACK_NOT_BEFORE, self._not_before.isoformat())
 
     async def _load_shared_not_before(self) -> None:
-        raw = await self._store.get_meta(NOT_BEFORE_META)
+        raw = await self._store.get_meta(META_SLACK_NOT_BEFORE)
         if not raw:
             return
         try:

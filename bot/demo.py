@@ -21,9 +21,9 @@ from urllib.parse import urlencode
 
 from slack_sdk.signature import SignatureVerifier
 
-from bot.cli import serve_app, warn_console_delivery
+from bot.app import serve_app
 from bot.logs import setup_logging
-from bot.notify import make_notifier
+from bot.notify import make_notifier, warn_console_delivery
 from bot.settings import load_settings
 from bot.simulator import DEMO_APPS, JPushSimulator, demo_simulator, simulator_env
 from bot.store.factory import store_from_settings

@@ -8,11 +8,13 @@ over the current falling segment, like Prometheus' `predict_linear`, with the re
 from __future__ import annotations
 
 import itertools
+import json
 import statistics
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from bot.alerts_types import Forecast
 from bot.quota import QuotaType
 
 Point = tuple[datetime, int]
@@ -39,6 +41,51 @@ _TOPUP_MIN_SHARE = 0.01
 _TOPUP_MIN_STEPS = 3
 _SECONDS_PER_HOUR = 3600.0
 _FLAT_PER_HOUR = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    """Burn rate and projected exhaustion of one quota type."""
+
+    per_hour: float  # units consumed per hour (positive while draining)
+    empty_at: datetime
+
+    def seconds_to_empty(self, now: datetime) -> float:
+        return max(0.0, (self.empty_at - now).total_seconds())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"per_hour": self.per_hour, "empty_at": self.empty_at.isoformat()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Forecast:
+        return cls(
+            per_hour=float(data["per_hour"]), empty_at=datetime.fromisoformat(data["empty_at"])
+        )
+
+
+# Per scope, per quota type: what a poll cycle computes and the store shares with replicas.
+Forecasts = dict[str, dict[QuotaType, Forecast]]
+
+
+def encode_forecasts(forecasts: Mapping[str, Mapping[QuotaType, Forecast]]) -> str:
+    return json.dumps(
+        {s: {t.value: f.to_json() for t, f in fs.items()} for s, fs in forecasts.items()},
+        separators=(",", ":"),
+    )
+
+
+def decode_forecasts(raw: str | None) -> Forecasts:
+    """The stored forecasts; nothing (rather than an error) when absent or unreadable."""
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+        return {
+            s: {QuotaType(t): Forecast.from_json(f) for t, f in fs.items()}
+            for s, fs in data.items()
+        }
+    except (ValueError, KeyError, TypeError):
+        return {}
 
 
 def segment(points: Sequence[Point]) -> list[Point]:

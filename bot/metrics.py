@@ -8,7 +8,7 @@ from datetime import datetime
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from bot.quota import QUOTA_TYPES
-from bot.snapshot import ScopeView
+from bot.views import ScopeView
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

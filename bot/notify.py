@@ -203,3 +203,12 @@ def make_notifier(settings: Settings, *, console: TextIO | None = None) -> Notif
     if settings.slack_webhook_url is not None:
         return SlackWebhookNotifier(settings.slack_webhook_url.get_secret_value())
     return ConsoleNotifier(console)
+
+
+def warn_console_delivery(settings: Settings) -> None:
+    """Say so when alerts will only reach standard output (no Slack settings)."""
+    if settings.slack_bot_token is None and settings.slack_webhook_url is None:
+        log.warning(
+            "no Slack delivery configured (SLACK_BOT_TOKEN + SLACK_CHANNEL, or"
+            " SLACK_WEBHOOK_URL): alerts are written to standard output"
+        )

@@ -24,7 +24,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bot.alerts_types import Policy
+from bot.alerts import Policy
 from bot.errors import ConfigError
 from bot.quota import QUOTA_TYPES, QuotaType, Scope, ScopeKind, Threshold
 

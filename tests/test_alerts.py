@@ -11,18 +11,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.alerts import resolve_bar, step
+from bot.alerts import Policy, resolve_bar, step
 from bot.alerts_types import (
     AlertBook,
     AlertKind,
     Event,
     EventKind,
-    Forecast,
     OpenAlert,
-    Policy,
     ScopeHealth,
     alert_key,
 )
+from bot.forecast import Forecast
 from bot.quota import (
     QUOTA_TYPES,
     FetchError,

@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.alerts_types import Forecast
 from bot.commands import Command, parse_command
+from bot.forecast import Forecast
 from bot.quota import FetchError, QuotaType, ScopeKind, ScopeReading, Threshold
 from bot.render.format import MAX_BLOCKS, MAX_HEADER_TEXT, MAX_SECTION_TEXT, block_texts
 from bot.render.slash import SPARK_CHARS, render_refresh_pending, render_reply, sparkline, usage
-from bot.snapshot import ScopeView
+from bot.views import ScopeView
 
 NOW = datetime(2026, 11, 26, 9, 44, tzinfo=UTC)  # a Thursday
 KNOWN = ["account", "shop", "crm"]

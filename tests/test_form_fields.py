@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.web import form_fields
+from bot.slash import form_fields
 
 FIELDS = ("text", "ssl_check", "response_url")
 

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.alerts_types import AlertKind, Event, EventKind, Forecast
+from bot.alerts_types import AlertKind, Event, EventKind
+from bot.forecast import Forecast
 from bot.quota import FetchError, Level, QuotaType
 from bot.render.alert import render_alert, render_alert_console
 from bot.render.format import (

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from bot.alerts_types import Forecast
+from bot.forecast import Forecast
 from bot.quota import FetchError, QuotaType, ScopeKind, ScopeReading, Threshold
 from bot.render.check import check_json, exit_status, render_table
-from bot.snapshot import ScopeView
+from bot.views import ScopeView
 
 NOW = datetime(2026, 11, 26, 9, 44, tzinfo=UTC)
 Q = QuotaType

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.alerts_types import Forecast
+from bot.forecast import Forecast
 from bot.quota import FetchError, QuotaType, ScopeKind, Status
 from bot.render.format import (
     MAX_CODE_TEXT,

@@ -21,7 +21,7 @@ from bot.notify import ConsoleNotifier
 from bot.settings import Settings
 from bot.simulator import JPushSimulator, SimScope
 from bot.store.memory import MemoryStore
-from bot.web import BOT, create_app
+from bot.web import SERVICES, create_app
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 NOW = 1_764_000_000.0
@@ -89,13 +89,13 @@ async def client(
         signature_clock=clock,
     )
     test_client = await aiohttp_client(app)
-    bot = app[BOT]
-    await wait_until(lambda: bot.runner.last_cycle_at is not None, what="the first poll")
+    bot = app[SERVICES]
+    await wait_until(lambda: bot.worker.last_cycle_at is not None, what="the first poll")
     return test_client
 
 
 def handled(client: TestClient[Any, Any]) -> float:
-    return client.app[BOT].metrics.commands.labels("answered")._value.get()  # type: ignore[no-any-return]
+    return client.app[SERVICES].metrics.commands.labels("answered")._value.get()  # type: ignore[no-any-return]
 
 
 def signed(body: bytes, timestamp: str, secret: str = SECRET) -> dict[str, str]:

@@ -20,7 +20,7 @@ from bot.render.format import (
     runs_out_cell,
     utc,
 )
-from bot.snapshot import ScopeView
+from bot.views import ScopeView
 
 _RIGHT_ALIGNED = frozenset({2})  # VALUE
 _GAP = "  "

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
-from bot.alerts_types import Forecast
+from bot.forecast import Forecast
 from bot.quota import FetchError, ScopeKind, Threshold
 from bot.render.lang import DEFAULT_LANGUAGE, lang_for
 from bot.render.text import Lang

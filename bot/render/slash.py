@@ -37,7 +37,7 @@ from bot.render.format import (
     section_block,
 )
 from bot.render.tones import STATUS_EMOJI
-from bot.snapshot import ScopeView
+from bot.views import ScopeView
 
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
 # An unknown word is echoed back; a pasted novel is not.

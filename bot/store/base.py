@@ -21,6 +21,11 @@ DEFAULT_RETENTION = timedelta(days=14)
 # cannot grow the store without limit (14 days at 1-minute polls is ~20k points).
 MAX_POINTS_PER_SERIES = 20_000
 
+# Small facts shared through `set_meta`/`get_meta`, one name each.
+META_LAST_CYCLE = "last_cycle_at"  # ISO time of the last committed poll cycle
+META_FORECASTS = "forecasts"  # that cycle's forecasts (bot.forecast.encode_forecasts)
+META_SLACK_NOT_BEFORE = "slack_not_before"  # no delivery before this ISO time (429/backoff)
+
 
 @dataclass(frozen=True, slots=True)
 class OutboxMessage:

@@ -37,15 +37,17 @@ from pydantic import SecretStr
 from sim_helpers import FakeTime
 from slack_sdk.signature import Clock
 
-from bot.alerts_types import EventKind, Policy
+from bot.alerts import Policy
+from bot.alerts_types import EventKind
 from bot.jpush import JPushClient
 from bot.monitor import Monitor
 from bot.notify import ConsoleNotifier
 from bot.quota import QUOTA_TYPES, Scope, ScopeKind, Threshold
 from bot.settings import Settings
 from bot.simulator import JPushSimulator, SimScope
+from bot.slack_signature import MAX_BODY
 from bot.store.memory import MemoryStore
-from bot.web import BOT, MAX_BODY, create_app
+from bot.web import SERVICES, create_app
 
 LONG = os.environ.get("FUZZ_LONG") == "1"
 VERBOSE = LONG or os.environ.get("FUZZ_VERBOSE") == "1"
@@ -85,7 +87,7 @@ class Harness:
 
     @property
     def answered(self) -> float:
-        value: float = self.client.app[BOT].metrics.commands.labels("answered")._value.get()
+        value: float = self.client.app[SERVICES].metrics.commands.labels("answered")._value.get()
         return value
 
 
@@ -125,12 +127,12 @@ async def _start() -> tuple[JPushSimulator, TestClient[Any, Any]]:
     )
     client: TestClient[Any, Any] = TestClient(TestServer(app))
     await client.start_server()
-    bot = app[BOT]
+    bot = app[SERVICES]
     for _ in range(200):
-        if bot.runner.last_cycle_at is not None:
+        if bot.worker.last_cycle_at is not None:
             break
         await asyncio.sleep(0.02)
-    assert bot.runner.last_cycle_at is not None, "the first poll did not finish"
+    assert bot.worker.last_cycle_at is not None, "the first poll did not finish"
     return sim, client
 
 

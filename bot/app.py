@@ -1,0 +1,184 @@
+"""Builds the bot's services from settings, in one place, for `serve`, `check` and `demo`.
+
+Settings, a state store and a notifier in; the JPush client, the metrics, the poll cycle
+(Monitor), the outbox drain (Deliverer) and the loops that run them (Worker) out. The clocks
+and the JPush client can be injected, so tests drive time and talk to a simulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from bot.clock import Clock, Monotonic, utcnow
+from bot.delivery import DEFAULT_BACKOFF_CAP, Deliverer
+from bot.errors import ConfigError, StoreError
+from bot.forecast import min_span_for
+from bot.jpush import JPushClient
+from bot.metrics import Metrics
+from bot.monitor import Monitor
+from bot.notify import Notifier
+from bot.quota import Scope
+from bot.settings import Settings
+from bot.store.base import StateStore
+from bot.worker import Worker
+
+log = logging.getLogger("bot")
+
+SHUTDOWN_TIMEOUT = 5.0  # in-flight requests; well inside the platform's 30 s kill
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """One bot's services, built together so they share one clock, store and metrics."""
+
+    settings: Settings
+    scopes: list[Scope]
+    store: StateStore
+    notifier: Notifier
+    client: JPushClient
+    metrics: Metrics
+    monitor: Monitor
+    deliverer: Deliverer
+    worker: Worker
+    clock: Clock
+    monotonic: Monotonic
+
+    async def close(self) -> None:
+        await self.client.close()
+        await self.notifier.close()
+        with contextlib.suppress(StoreError):
+            await self.store.close()
+
+
+def new_holder(prefix: str = "") -> str:
+    """A process's identity for the poller lease and message claims: unique per process, so
+    overlapping processes (replicas, cron runs of `check --notify`) never share a claim."""
+    return f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+def jpush_client(
+    settings: Settings, *, clock: Clock = utcnow, monotonic: Monotonic = time.monotonic
+) -> JPushClient:
+    return JPushClient(
+        settings.jpush_base_url,
+        timeout=settings.jpush_timeout,
+        concurrency=settings.jpush_concurrency,
+        clock=clock,
+        monotonic=monotonic,
+    )
+
+
+def poll_monitor(
+    settings: Settings,
+    store: StateStore,
+    client: JPushClient,
+    *,
+    clock: Clock = utcnow,
+    monotonic: Monotonic = time.monotonic,
+    metrics: Metrics | None = None,
+) -> Monitor:
+    return Monitor(
+        settings.require_scopes(),
+        settings.policy(),
+        client,
+        store,
+        clock=clock,
+        monotonic=monotonic,
+        metrics=metrics,
+        forecast_min_span=min_span_for(settings.poll_interval),
+    )
+
+
+def build_services(
+    settings: Settings,
+    *,
+    store: StateStore,
+    notifier: Notifier,
+    clock: Clock = utcnow,
+    monotonic: Monotonic = time.monotonic,
+    client: JPushClient | None = None,
+    holder: str | None = None,
+) -> Services:
+    """Everything `serve` runs and `check --notify` runs once. Opens nothing: the worker
+    opens the store (retrying), and `check` opens it itself."""
+    scopes = settings.require_scopes()
+    holder = holder or new_holder()
+    metrics = Metrics()
+    client = client or jpush_client(settings, clock=clock, monotonic=monotonic)
+    monitor = poll_monitor(
+        settings, store, client, clock=clock, monotonic=monotonic, metrics=metrics
+    )
+    deliverer = Deliverer(
+        store,
+        notifier,
+        holder=holder,
+        clock=clock,
+        metrics=metrics,
+        # A retry should not wait longer than a poll interval: the next cycle's news waits too.
+        backoff_cap=min(settings.poll_interval, DEFAULT_BACKOFF_CAP),
+    )
+    worker = Worker(
+        monitor,
+        deliverer,
+        store,
+        poll_interval=settings.poll_interval,
+        holder=holder,
+        clock=clock,
+        monotonic=monotonic,
+        metrics=metrics,
+    )
+    return Services(
+        settings=settings,
+        scopes=scopes,
+        store=store,
+        notifier=notifier,
+        client=client,
+        metrics=metrics,
+        monitor=monitor,
+        deliverer=deliverer,
+        worker=worker,
+        clock=clock,
+        monotonic=monotonic,
+    )
+
+
+async def serve_app(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    on_started: Callable[[int], Awaitable[None]] | None = None,
+) -> int:
+    """Bind, run until SIGTERM/SIGINT, then stop accepting, finish in-flight work, exit 0."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(f"PORT: cannot listen on {host}:{port}: {exc.strerror}") from None
+    bound = port
+    if runner.addresses:
+        bound = int(runner.addresses[0][1])
+    log.info("listening on http://%s:%s", host, bound)
+    if on_started is not None:
+        await on_started(bound)
+    await stop.wait()
+    log.info("shutting down: finishing in-flight work")
+    await runner.cleanup()
+    log.info("stopped")
+    return 0

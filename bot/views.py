@@ -1,0 +1,108 @@
+"""What is known about each scope right now, read from the shared state: the input to every
+slash reply, `check` table and gauge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from bot.forecast import Forecast, decode_forecasts
+from bot.quota import (
+    QUOTA_TYPES,
+    Level,
+    QuotaType,
+    Scope,
+    ScopeKind,
+    ScopeReading,
+    Status,
+    Thresholds,
+    evaluate,
+)
+from bot.quota import scope_status as _scope_status
+from bot.store.base import META_FORECASTS, StateStore
+
+# How much history a sparkline shows.
+TREND_WINDOW = timedelta(hours=24)
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeView:
+    scope: str
+    kind: ScopeKind
+    reading: ScopeReading | None  # None: not read yet
+    thresholds: Thresholds
+    forecasts: Mapping[QuotaType, Forecast] = field(default_factory=dict)
+    # Values over the last 24 h, oldest first, for sparklines (single-scope replies only).
+    trend: Mapping[QuotaType, Sequence[int]] = field(default_factory=dict)
+
+    # Computed once: renderers ask for levels many times per view.
+    levels: dict[QuotaType, Level] | None = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        levels = None if self.reading is None else evaluate(self.reading, self.thresholds)
+        object.__setattr__(self, "levels", levels)
+
+    @property
+    def status(self) -> Status:
+        if self.reading is None:
+            return Status.UNKNOWN
+        return _scope_status(self.reading, self.levels)
+
+
+def unread_views(
+    scopes: Sequence[Scope],
+    readings: Mapping[str, ScopeReading] | None = None,
+    forecasts: Mapping[str, Mapping[QuotaType, Forecast]] | None = None,
+) -> list[ScopeView]:
+    """Every configured scope with only the given readings and forecasts: what is known
+    without reading the store."""
+    readings = readings or {}
+    forecasts = forecasts or {}
+    return [
+        ScopeView(
+            scope=s.name,
+            kind=s.kind,
+            reading=readings.get(s.name),
+            thresholds=s.thresholds,
+            forecasts=forecasts.get(s.name, {}),
+        )
+        for s in scopes
+    ]
+
+
+async def load_views(
+    store: StateStore,
+    scopes: Sequence[Scope],
+    now: datetime,
+    *,
+    trend_for: str | None = None,
+    readings: Mapping[str, ScopeReading] | None = None,
+) -> list[ScopeView]:
+    """Every configured scope from the shared state (no JPush call); `readings` override the
+    stored ones, and `trend_for` names the scope that gets a sparkline."""
+    latest = dict(await store.latest_readings())
+    if readings:
+        latest.update(readings)
+    forecasts = decode_forecasts(await store.get_meta(META_FORECASTS))
+    views = []
+    for scope in scopes:
+        trend: dict[QuotaType, list[int]] = {}
+        if scope.name == trend_for:
+            since = now - TREND_WINDOW
+            for quota_type in QUOTA_TYPES:
+                points = await store.history(scope.name, quota_type, since)
+                if points:
+                    trend[quota_type] = [v for _, v in points]
+        views.append(
+            ScopeView(
+                scope=scope.name,
+                kind=scope.kind,
+                reading=latest.get(scope.name),
+                thresholds=scope.thresholds,
+                forecasts=forecasts.get(scope.name, {}),
+                trend=trend,
+            )
+        )
+    return views

@@ -1,0 +1,241 @@
+"""The long-running part of `serve`: the poll loop, the delivery loop, and their health.
+
+Among replicas sharing a store, only the holder of the poller lease polls; every replica
+delivers (messages are claimed one at a time, so none is posted twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from bot.clock import Clock, Monotonic
+from bot.delivery import Deliverer, DeliveryStatus
+from bot.errors import StoreError
+from bot.metrics import Metrics
+from bot.monitor import Monitor
+from bot.store.base import META_LAST_CYCLE, StateStore
+
+log = logging.getLogger(__name__)
+
+OPEN_RETRY_CAP_S = 5.0
+# /healthz must answer quickly even when the store hangs.
+STORE_DEADLINE_S = 1.5
+# Polling is considered stuck after this many intervals without a completed cycle.
+STALE_AFTER_INTERVALS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """What /healthz reports, computed by the worker that knows it."""
+
+    last_cycle_at: datetime | None  # this replica's, or the shared one when another polls
+    seconds_since_cycle: float  # since the last cycle, or since start when there was none
+    poll_interval: timedelta
+    poller: bool  # this replica holds the poller lease
+    store_error: str | None
+    delivery: DeliveryStatus
+
+    @property
+    def stale(self) -> bool:
+        return self.seconds_since_cycle > STALE_AFTER_INTERVALS * self.poll_interval.total_seconds()
+
+    @property
+    def status(self) -> str:
+        if self.store_error is not None:
+            return "store_unavailable"
+        if self.stale:
+            return "stale"
+        if self.delivery.state != "ok":
+            # Polling is alive, so the process should not be restarted; say what is wrong.
+            return "degraded"
+        return "ok"
+
+    @property
+    def serving(self) -> bool:
+        """False when a restart or another replica should take over (HTTP 503)."""
+        return self.status in ("ok", "degraded")
+
+
+class Worker:
+    """Runs the poll loop and the delivery loop until `shutdown`."""
+
+    def __init__(
+        self,
+        monitor: Monitor,
+        deliverer: Deliverer,
+        store: StateStore,
+        *,
+        poll_interval: timedelta,
+        holder: str,
+        clock: Clock,
+        monotonic: Monotonic = time.monotonic,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._monitor = monitor
+        self._deliverer = deliverer
+        self._store = store
+        self.poll_interval = poll_interval
+        self.holder = holder
+        self._clock = clock
+        self._monotonic = monotonic
+        self._metrics = metrics
+        self.started_at = clock()
+        self.last_cycle_at: datetime | None = None
+        self.is_poller = False
+        self.store_problem: str | None = None
+        self.store_ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._wake_delivery = asyncio.Event()
+        self._cycle_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def lease_ttl(self) -> timedelta:
+        return self.poll_interval * 3
+
+    def start(self) -> None:
+        """Start both loops in the background, so the caller (the web server) is not held up
+        by whatever JPush, Slack or the state store are doing."""
+        self._tasks = [
+            asyncio.create_task(self.poll_forever(), name="poll-loop"),
+            asyncio.create_task(self.deliver_forever(), name="delivery-loop"),
+        ]
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake_delivery.set()
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop both loops: an in-flight commit or delivery may finish within `grace` seconds
+        (each is atomic either way); a cycle still waiting on JPush is cancelled at once,
+        since it has written nothing yet."""
+        self.stop()
+        if not self._tasks:
+            return
+        poll = self._tasks[0]
+        if self._monitor.fetching:
+            poll.cancel()
+        _, pending = await asyncio.wait(self._tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def open_store(self) -> None:
+        """Open the store, retrying until it answers: the web server must not wait for it."""
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                await self._store.open()
+            except StoreError as exc:
+                self.store_problem = str(exc)
+                log.warning("state store unavailable, retrying in %.0f s: %s", delay, exc)
+                await self._sleep(delay)
+                # Capped low: until it opens, /healthz and every slash command say the store
+                # is down, so a Redis that is back must be noticed within seconds.
+                delay = min(delay * 2, OPEN_RETRY_CAP_S)
+                continue
+            self.store_problem = None
+            self.store_ready.set()
+            return
+
+    async def poll_forever(self) -> None:
+        try:
+            await self._poll_until_stopped()
+        finally:
+            # Released on SIGTERM (and on cancellation) so a replica takes over at once.
+            await self._release_lease()
+
+    async def _poll_until_stopped(self) -> None:
+        await self.open_store()
+        while not self._stop.is_set():
+            started = self._monotonic()
+            try:
+                if await self._hold_lease():
+                    async with self._cycle_lock:
+                        await self._monitor.cycle()
+                    self.last_cycle_at = self._clock()
+                    self._wake_delivery.set()
+                self.store_problem = None
+            except StoreError as exc:
+                self.store_problem = str(exc)
+                log.error("poll cycle failed: state store unavailable: %s", exc)
+            except Exception:
+                log.exception("poll cycle failed")
+            elapsed = self._monotonic() - started
+            await self._sleep(max(0.0, self.poll_interval.total_seconds() - elapsed))
+
+    async def deliver_forever(self) -> None:
+        await self.store_ready.wait()
+        idle = min(5.0, self.poll_interval.total_seconds())
+        while not self._stop.is_set():
+            # Cleared before the work, not after: a wake-up (stop, or a cycle that queued a
+            # message) that arrives while delivering must not be lost for `idle` seconds.
+            self._wake_delivery.clear()
+            try:
+                await self._deliverer.deliver_pending()
+            except StoreError as exc:
+                log.warning("delivery paused: state store unavailable: %s", exc)
+            except Exception:
+                log.exception("delivery loop error")
+            if self._metrics:
+                self._metrics.outbox_size.set(self._deliverer.status.queued)
+            wait = self._deliverer.seconds_until_ready() or idle
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_delivery.wait(), timeout=max(0.05, wait))
+
+    async def health(self, now: datetime) -> Health:
+        store_error = self.store_problem
+        if store_error is None:
+            try:
+                await asyncio.wait_for(self._store.ping(), timeout=STORE_DEADLINE_S)
+            except (StoreError, TimeoutError) as exc:
+                store_error = str(exc) or "state store did not answer in time"
+        last = await self.last_completed_cycle() if store_error is None else self.last_cycle_at
+        return Health(
+            last_cycle_at=last,
+            seconds_since_cycle=(now - (last or self.started_at)).total_seconds(),
+            poll_interval=self.poll_interval,
+            poller=self.is_poller,
+            store_error=store_error,
+            delivery=self._deliverer.status,
+        )
+
+    async def last_completed_cycle(self) -> datetime | None:
+        """This replica's last cycle, or the shared one when another replica polls."""
+        if self.is_poller or self.store_problem:
+            return self.last_cycle_at
+        try:
+            raw = await asyncio.wait_for(self._store.get_meta(META_LAST_CYCLE), timeout=2)
+        except (StoreError, TimeoutError):
+            return self.last_cycle_at
+        if not raw:
+            return self.last_cycle_at
+        shared = datetime.fromisoformat(raw)
+        if self.last_cycle_at and self.last_cycle_at > shared:
+            return self.last_cycle_at
+        return shared
+
+    async def _hold_lease(self) -> bool:
+        held = await self._store.acquire_lease(self.holder, self.lease_ttl, self._clock())
+        if held != self.is_poller:
+            log.info("poller lease %s", "acquired" if held else "held by another replica")
+        self.is_poller = held
+        return held
+
+    async def _release_lease(self) -> None:
+        if not self.is_poller:
+            return
+        with contextlib.suppress(StoreError):
+            await self._store.release_lease(self.holder)
+        self.is_poller = False
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
