@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from botproc import BotProcess
+from builders import FakeClock
 from fake_slack import FakeSlack
 from redis_server import RedisServer, redis_server_binary
 
@@ -48,3 +49,12 @@ def redis_url(redis_server: RedisServer) -> str:
     redis_server.start()
     redis_server.flushall()
     return redis_server.url
+
+
+# Pure-core values ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def wall_clock() -> FakeClock:
+    """A wall clock at builders.NOW that the test moves by hand."""
+    return FakeClock()

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
+from builders import HIGH, NOW, forecast_in, kind_of
+from builders import read_failed as failed
+from builders import read_ok as reading
+from builders import read_unassigned as unassigned
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,13 +31,12 @@ from bot.quota import (
     FetchError,
     Level,
     QuotaType,
-    ScopeKind,
     ScopeReading,
     Threshold,
     Thresholds,
 )
 
-T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+T0 = NOW
 DAY = 24 * 60  # minutes
 HORIZON_H = 72
 POLICY = Policy(
@@ -44,35 +47,11 @@ POLICY = Policy(
 )
 TH: Thresholds = {t: Threshold(1000, 100) for t in QUOTA_TYPES}
 CONFIG: dict[str, Thresholds] = {"account": TH, "shop": TH}
-HIGH = 50_000
 BALANCE = QuotaType.BALANCE
 
 
 def minutes(m: float) -> datetime:
     return T0 + timedelta(minutes=m)
-
-
-def reading(scope: str = "account", at: datetime = T0, **values: int | None) -> ScopeReading:
-    """A successful reading: every type HIGH unless given, e.g. reading(balance=900)."""
-    balances = {t: values.get(t.value, HIGH) for t in QUOTA_TYPES}
-    return ScopeReading(scope=scope, kind=_kind(scope), read_at=at, balances=balances)
-
-
-def failed(scope: str = "account", at: datetime = T0, *, config: bool = False) -> ScopeReading:
-    error = FetchError(code=50002 if config else 50019, message="boom", config=config)
-    return ScopeReading(scope=scope, kind=_kind(scope), read_at=at, error=error)
-
-
-def unassigned(scope: str = "shop", at: datetime = T0) -> ScopeReading:
-    return ScopeReading(scope=scope, kind=_kind(scope), read_at=at, unassigned=True)
-
-
-def _kind(scope: str) -> ScopeKind:
-    return ScopeKind.ACCOUNT if scope == "account" else ScopeKind.APP
-
-
-def forecast_in(now: datetime, hours: float) -> Forecast:
-    return Forecast(per_hour=100.0, empty_at=now + timedelta(hours=hours))
 
 
 # --- a tiny scenario language for the tables ------------------------------------------------
@@ -578,7 +557,7 @@ def _reading_for(
         assert isinstance(hours, tuple)
         balances = {t: HIGH for t in QUOTA_TYPES} | dict(zip(TYPES, vals, strict=True))
         fcs = {t: forecast_in(now, h) for t, h in zip(TYPES, hours, strict=True) if h is not None}
-        read = ScopeReading(scope=scope, kind=_kind(scope), read_at=now, balances=balances)
+        read = ScopeReading(scope=scope, kind=kind_of(scope), read_at=now, balances=balances)
         return read, fcs
     if kind == "unassigned":
         return unassigned(scope, now), {}

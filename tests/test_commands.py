@@ -3,46 +3,21 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from builders import NOW, Q, view
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.commands import Command, parse_command
 from bot.forecast import Forecast
-from bot.quota import FetchError, QuotaType, ScopeKind, ScopeReading, Threshold
+from bot.quota import FetchError, QuotaType
 from bot.render.format import MAX_BLOCKS, MAX_HEADER_TEXT, MAX_SECTION_TEXT, block_texts
 from bot.render.slash import SPARK_CHARS, render_refresh_pending, render_reply, sparkline, usage
-from bot.views import ScopeView
 
-NOW = datetime(2026, 11, 26, 9, 44, tzinfo=UTC)  # a Thursday
 KNOWN = ["account", "shop", "crm"]
-DEFAULT_THRESHOLDS = {t: Threshold(1000, 100) for t in QuotaType}
-Q = QuotaType
-
-
-def view(
-    name: str,
-    balances: Mapping[QuotaType, int | None] | None = None,
-    *,
-    error: FetchError | None = None,
-    unassigned: bool = False,
-    read_ago: timedelta | None = timedelta(minutes=3),
-    forecasts: Mapping[QuotaType, Forecast] | None = None,
-    trend: Mapping[QuotaType, Sequence[int]] | None = None,
-) -> ScopeView:
-    kind = ScopeKind.ACCOUNT if name == "account" else ScopeKind.APP
-    reading = None
-    if read_ago is not None:
-        reading = ScopeReading(
-            name, kind, NOW - read_ago, balances=balances, error=error, unassigned=unassigned
-        )
-    return ScopeView(
-        name, kind, reading, DEFAULT_THRESHOLDS, dict(forecasts or {}), dict(trend or {})
-    )
 
 
 ACCOUNT = view(

@@ -3,29 +3,25 @@
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
+from builders import NOW, Points, drain, history
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.forecast import MIN_POINTS, MIN_SPAN, forecast, forecast_all, segment
 from bot.quota import QuotaType
 
-T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
-Points = list[tuple[datetime, int]]
+T0 = NOW
 
 
 def series(values: list[int], *, every: timedelta = timedelta(minutes=5)) -> Points:
-    return [(T0 + every * i, v) for i, v in enumerate(values)]
+    return history(values, start=T0, every=every)
 
 
 def at_minutes(pairs: list[tuple[float, int]]) -> Points:
     return [(T0 + timedelta(minutes=m), v) for m, v in pairs]
-
-
-def drain(start: int, per_step: int, steps: int) -> list[int]:
-    return [start - per_step * i for i in range(steps)]
 
 
 def noisy_drain() -> list[int]:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from builders import NOW, fired
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,12 +26,6 @@ from bot.render.format import (
     fmt_int,
     fmt_when,
 )
-
-NOW = datetime(2026, 11, 26, 9, 44, tzinfo=UTC)  # a Thursday
-
-
-def fired(scope: str, t: QuotaType, level: Level, value: int, threshold: int, **kw: Any) -> Event:
-    return Event(EventKind.FIRED, scope, NOW, t, level, value, threshold, AlertKind.THRESHOLD, **kw)
 
 
 def realistic_cycle() -> list[Event]:

@@ -3,52 +3,23 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import builders
 import pytest
+from builders import NOW, Q, values
 
 from bot.forecast import Forecast
-from bot.quota import FetchError, QuotaType, ScopeKind, ScopeReading, Threshold
+from bot.quota import FetchError, ScopeKind, ScopeReading, Threshold
 from bot.render.check import check_json, exit_status, render_table
 from bot.views import ScopeView
 
-NOW = datetime(2026, 11, 26, 9, 44, tzinfo=UTC)
-Q = QuotaType
-THRESHOLDS = {t: Threshold(1000, 100) for t in QuotaType}
 TYPES = ["balance", "voice", "industry", "market"]
 
 
-def view(
-    name: str,
-    balances: Mapping[QuotaType, int | None] | None = None,
-    *,
-    error: FetchError | None = None,
-    unassigned: bool = False,
-    read: bool = True,
-    forecasts: Mapping[QuotaType, Forecast] | None = None,
-) -> ScopeView:
-    kind = ScopeKind.ACCOUNT if name == "account" else ScopeKind.APP
-    reading = (
-        ScopeReading(
-            name,
-            kind,
-            NOW - timedelta(seconds=2),
-            balances=balances,
-            error=error,
-            unassigned=unassigned,
-        )
-        if read
-        else None
-    )
-    return ScopeView(name, kind, reading, THRESHOLDS, dict(forecasts or {}))
-
-
-def values(
-    balance: int = 5000, voice: int = 5000, industry: int = 5000, market: int = 5000
-) -> dict[QuotaType, int | None]:
-    return {Q.BALANCE: balance, Q.VOICE: voice, Q.INDUSTRY: industry, Q.MARKET: market}
+def view(name: str, *args: Any, read: bool = True, **kw: Any) -> ScopeView:
+    return builders.view(name, *args, read_ago=timedelta(seconds=2) if read else None, **kw)
 
 
 OK = view("ok", values())
