@@ -303,7 +303,7 @@ def test_header_is_the_worst_event(events: list[Event], header: str) -> None:
                 forecast=Forecast(2500.0, NOW + timedelta(days=2, hours=1)),
             ),
             ":hourglass_flowing_sand: *RUNNING OUT* · *industry (transactional)*: 121,981 left,"
-            " still above warning 1,000, level warning · new"
+            " still above warning 1,000 · new"
             " · runs out in about 2 days (Sat 10:44 UTC), burning 60,000/day",
         ),
         (

@@ -96,7 +96,7 @@ def _quota_detail(event: Event, loc: Locale) -> str:
         if event.threshold is not None:
             n = fmt_int(event.threshold, loc)
             return lang.running_out_above.format(value=value, level=warning, n=n)
-        return lang.running_out_level.format(value=value, level=warning)
+        return value
     level = _word(event.level, loc) if event.level else warning
     if event.threshold is None:
         return lang.at_level.format(value=value, level=level)

@@ -132,7 +132,8 @@ def _unknown_reply(word: str, known: Sequence[str], loc: Locale) -> dict[str, An
 
 
 def _store_note(store_error: str, loc: Locale) -> str:
-    error = _esc(one_line(store_error, _MAX_STORE_ERROR))
+    # The reply goes on with a sentence of its own: no full stop of the error's in between.
+    error = _esc(one_line(store_error, _MAX_STORE_ERROR).rstrip(". "))
     return ":warning: " + loc.lang.store_down.format(error=error)
 
 

@@ -80,8 +80,7 @@ class Lang:
     back_above: str  # {value} {bar} {was}
     bar_above: str  # {n}
     was_level: str  # {level}
-    running_out_above: str  # {value} {n}
-    running_out_level: str  # {value} {level}
+    running_out_above: str  # {value} {level} {n}
     at_level: str  # {value} {level}
     below_level: str  # {value} {level} {n}
 
