@@ -1,0 +1,276 @@
+"""Every alert kind and every /sms-balance reply rendered once, compared with tests/snapshots.
+
+These files are what an operator reads; review a diff in them like a diff in the copy.
+Regenerate after a deliberate change with `UPDATE_SNAPSHOTS=1 .venv/bin/pytest
+tests/test_render_snapshots.py` and read every changed file before committing it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from builders import NOW, Q, fired, values, view
+
+from bot.alerts_types import AlertKind, Event, EventKind
+from bot.commands import Command
+from bot.errors import JPushConfigError, JPushError
+from bot.forecast import Forecast
+from bot.jpush import interpret_response
+from bot.quota import FetchError, Level, QuotaType, ScopeKind
+from bot.render.alert import render_alert, render_alert_console
+from bot.render.check import check_json, render_table
+from bot.render.format import block_texts
+from bot.render.slash import render_refresh_pending, render_reply
+from bot.views import ScopeView
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+DAY, HOUR, MINUTE = timedelta(days=1), timedelta(hours=1), timedelta(minutes=1)
+
+
+def jpush_error(status: int, code: int) -> FetchError:
+    """The FetchError the JPush client records for this answer, its words included."""
+    body = json.dumps({"error": {"code": code, "message": "server says so"}}).encode()
+    try:
+        interpret_response(status, body, kind=ScopeKind.APP)
+    except JPushError as exc:
+        return FetchError(exc.code, exc.message, config=isinstance(exc, JPushConfigError))
+    raise AssertionError(f"{status}/{code} is not an error")
+
+
+AUTH_FAILED = jpush_error(401, 50002)
+SERVER_ERROR = jpush_error(500, 50019)
+RATE_LIMITED = jpush_error(429, 50009)
+SMS_DISABLED = jpush_error(403, 50008)
+
+
+# --- alert events ------------------------------------------------------------------------------
+
+
+def event(kind: EventKind, scope: str = "account", **kw: Any) -> Event:
+    return Event(kind, scope, NOW, **kw)
+
+
+def quota(
+    kind: EventKind,
+    t: QuotaType,
+    level: Level,
+    value: int,
+    threshold: int,
+    scope: str = "account",
+    **kw: Any,
+) -> Event:
+    return event(
+        kind,
+        scope,
+        quota_type=t,
+        level=level,
+        value=value,
+        threshold=threshold,
+        alert=AlertKind.THRESHOLD,
+        **kw,
+    )
+
+
+DRAINING = Forecast(per_hour=50.0, empty_at=NOW + 2 * DAY + 4 * HOUR)
+
+ALERTS: dict[str, list[Event]] = {
+    "fired_warning": [fired("account", Q.VOICE, Level.WARNING, 702, 1000, opened_at=NOW)],
+    "fired_critical": [
+        fired(
+            "account",
+            Q.BALANCE,
+            Level.CRITICAL,
+            9,
+            100,
+            opened_at=NOW,
+            forecast=Forecast(per_hour=0.5, empty_at=NOW + 18 * HOUR),
+        )
+    ],
+    "escalated": [
+        quota(
+            EventKind.ESCALATED,
+            Q.INDUSTRY,
+            Level.CRITICAL,
+            80,
+            100,
+            opened_at=NOW - 2 * DAY,
+            forecast=DRAINING,
+        )
+    ],
+    "repeated": [
+        quota(EventKind.REPEATED, Q.BALANCE, Level.CRITICAL, 9, 100, opened_at=NOW - 2 * DAY)
+    ],
+    "resolved": [
+        quota(EventKind.RESOLVED, Q.MARKET, Level.WARNING, 1250, 1100, opened_at=NOW - DAY)
+    ],
+    "running_out": [
+        event(
+            EventKind.RUNNING_OUT,
+            quota_type=Q.INDUSTRY,
+            value=121_981,
+            threshold=1000,
+            alert=AlertKind.RUNNING_OUT,
+            forecast=Forecast(per_hour=2500.0, empty_at=NOW + 2 * DAY + HOUR),
+        )
+    ],
+    "running_out_resolved": [
+        event(
+            EventKind.RESOLVED,
+            quota_type=Q.INDUSTRY,
+            value=200_000,
+            alert=AlertKind.RUNNING_OUT,
+            opened_at=NOW - DAY,
+        )
+    ],
+    "fetch_failing_config": [
+        event(EventKind.FETCH_FAILING, "shop", error=AUTH_FAILED, opened_at=NOW),
+        event(EventKind.FETCH_FAILING, "account", error=SMS_DISABLED, opened_at=NOW),
+    ],
+    "fetch_failing_transient": [
+        event(EventKind.FETCH_FAILING, "shop", error=SERVER_ERROR, opened_at=NOW - 15 * MINUTE),
+        event(EventKind.FETCH_FAILING, "crm", error=RATE_LIMITED, opened_at=NOW - 15 * MINUTE),
+    ],
+    "fetch_repeated": [
+        event(EventKind.REPEATED, "shop", error=SERVER_ERROR, opened_at=NOW - DAY - 2 * HOUR)
+    ],
+    "fetch_recovered": [event(EventKind.FETCH_RECOVERED, "shop", opened_at=NOW - 90 * MINUTE)],
+    "grouped": [
+        quota(
+            EventKind.RESOLVED,
+            Q.MARKET,
+            Level.WARNING,
+            1250,
+            1100,
+            scope="crm",
+            opened_at=NOW - DAY,
+        ),
+        fired("account", Q.BALANCE, Level.CRITICAL, 9, 100, opened_at=NOW),
+        fired("account", Q.VOICE, Level.WARNING, 702, 1000, opened_at=NOW),
+        quota(
+            EventKind.ESCALATED,
+            Q.INDUSTRY,
+            Level.CRITICAL,
+            80,
+            100,
+            scope="shop",
+            opened_at=NOW - 2 * DAY,
+            forecast=DRAINING,
+        ),
+        event(EventKind.FETCH_FAILING, "billing", error=SERVER_ERROR, opened_at=NOW - 15 * MINUTE),
+        event(EventKind.FETCH_RECOVERED, "blog", opened_at=NOW - HOUR),
+    ],
+}
+
+
+def alert_text(events: list[Event]) -> str:
+    message = render_alert(events, NOW)
+    return "\n".join(
+        [
+            "== console ==",
+            render_alert_console(events, NOW),
+            "== slack blocks ==",
+            block_texts(message.blocks),
+            "== slack fallback text ==",
+            message.text,
+        ]
+    )
+
+
+# --- /sms-balance replies and the check table --------------------------------------------------
+
+ACCOUNT = view(
+    "account",
+    values(balance=9, voice=702, industry=121_981, market=11_683),
+    forecasts={Q.INDUSTRY: DRAINING, Q.BALANCE: Forecast(0.5, NOW + 18 * HOUR)},
+    trend={
+        Q.BALANCE: [400 - 16 * i for i in range(25)],
+        Q.VOICE: [702] * 10,
+        Q.INDUSTRY: [123_181 - 50 * i for i in range(25)],
+        Q.MARKET: [11_683],
+    },
+)
+SHOP = view("shop", error=AUTH_FAILED, trend={Q.BALANCE: [5000, 4990], Q.VOICE: [300]})
+BILLING = view("billing", error=SERVER_ERROR, read_ago=40 * MINUTE)
+CRM = view("crm", unassigned=True)
+BLOG = view("blog", values(market=None))
+LATER = view("later", read_ago=None)
+VIEWS = [ACCOUNT, SHOP, BILLING, CRM, BLOG, LATER]
+STALE = [view(v.scope, values(voice=702), read_ago=2 * HOUR) for v in (ACCOUNT, BLOG)]
+STORE_DOWN = "Error 111 connecting to 127.0.0.1:6379. Connection refused."
+
+
+def reply_text(reply: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            "== slack blocks ==",
+            block_texts(reply["blocks"]),
+            "== slack fallback text ==",
+            reply["text"],
+        ]
+    )
+
+
+def show(scope: str | None = None, views: list[ScopeView] = VIEWS, **kw: Any) -> str:
+    reply = render_reply(Command("show", scope=scope), views, NOW, stale_after=30 * MINUTE, **kw)
+    return reply_text(reply)
+
+
+REPLIES: dict[str, Callable[[], str]] = {
+    "reply_all": lambda: show(),
+    "reply_scope_with_trend_and_forecast": lambda: show("account"),
+    "reply_scope_unreadable": lambda: show("billing", [BILLING]),
+    "reply_scope_not_read_yet": lambda: show("later", []),
+    "reply_stale": lambda: show(views=STALE),
+    "reply_no_scopes": lambda: show(views=[]),
+    "reply_refresh_pending_all": lambda: reply_text(render_refresh_pending(None)),
+    "reply_refresh_pending_scope": lambda: reply_text(render_refresh_pending("shop")),
+    "reply_help": lambda: reply_text(render_reply(Command("help"), VIEWS, NOW)),
+    "reply_unknown_word": lambda: reply_text(
+        render_reply(Command("unknown", word="balanse"), VIEWS, NOW)
+    ),
+    "reply_store_down": lambda: reply_text(
+        render_reply(Command("show"), VIEWS, NOW, store_error=STORE_DOWN)
+    ),
+    "reply_help_store_down": lambda: reply_text(
+        render_reply(Command("help"), VIEWS, NOW, store_error=STORE_DOWN)
+    ),
+    "check_table": lambda: render_table(VIEWS, NOW),
+    "check_json": lambda: json.dumps(check_json(VIEWS), indent=1, ensure_ascii=False),
+}
+
+CASES: dict[str, Callable[[], str]] = {
+    **{
+        f"alert_{name}": (lambda events=events: alert_text(events))
+        for name, events in ALERTS.items()
+    },
+    **REPLIES,
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_rendering_matches_its_snapshot(name: str) -> None:
+    text = CASES[name]() + "\n"
+    path = SNAPSHOTS / f"{name}.txt"
+    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
+        SNAPSHOTS.mkdir(exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert path.exists(), f"no snapshot {path.name}: run with UPDATE_SNAPSHOTS=1 and read it"
+    assert text == path.read_text(encoding="utf-8")
+
+
+def test_every_snapshot_file_has_a_case() -> None:
+    stale = {p.stem for p in SNAPSHOTS.glob("*.txt")} - set(CASES)
+    assert not stale, f"snapshots without a case (delete them): {sorted(stale)}"
+
+
+def test_no_error_code_is_printed_twice() -> None:
+    for name, make in CASES.items():
+        for code in ("50002", "50008", "50009", "50019"):
+            for line in make().splitlines():
+                assert line.count(code) <= 1, f"{name}: {line}"
