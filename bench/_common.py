@@ -21,7 +21,18 @@ SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 DEV_KEY, DEV_SECRET = "bench-dev", "bench-dev-secret"
 BOT = Path(sys.executable).with_name("sms-balance-bot")
 # Whatever the caller's shell has configured must not leak into the measured process.
-_SCRUB = ("JPUSH_", "SLACK_", "ALERT_", "STATE_URL", "REDIS_URL", "POLL_", "PORT", "HOST", "LOG_")
+_SCRUB = (
+    "JPUSH_",
+    "SLACK_",
+    "ALERT_",
+    "STATE_URL",
+    "REDIS_URL",
+    "POLL_",
+    "PORT",
+    "HOST",
+    "LOG_",
+    "METRICS_",
+)
 
 # The fields Slack really sends with a slash command, so every server parses a realistic form.
 SLASH_FORM = {

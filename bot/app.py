@@ -136,6 +136,7 @@ def build_services(
         monotonic=monotonic,
         metrics=metrics,
     )
+    metrics.observe_config(scopes, settings.poll_interval, worker.started_at)
     return Services(
         settings=settings,
         scopes=scopes,

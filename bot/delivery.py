@@ -36,6 +36,7 @@ class DeliveryStatus:
     queued: int = 0
     problem: str | None = None  # last failure, for /healthz
     refused: bool = False  # a configuration error, not a passing outage
+    oldest_at: datetime | None = None  # when the oldest queued message was queued
 
     @property
     def state(self) -> str:
@@ -95,12 +96,15 @@ class Deliverer:
             if not await self._send_one(message):
                 break
             sent += 1
-        remaining = len(messages) - sent
+        left = messages[sent:]
         if len(messages) == BATCH:
             # Only a full batch can hide more behind it; otherwise no second read per tick.
-            remaining = len(await self._store.pending_messages(limit=1000))
+            left = await self._store.pending_messages(limit=1000)
         self.status = DeliveryStatus(
-            queued=remaining, problem=self.status.problem, refused=self.status.refused
+            queued=len(left),
+            problem=self.status.problem,
+            refused=self.status.refused,
+            oldest_at=left[0].created_at if left else None,
         )
         return sent
 

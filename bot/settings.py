@@ -136,6 +136,9 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = None
     redis_tls_verify: bool = True
 
+    # When set, GET /metrics answers only `Authorization: Bearer <token>`.
+    metrics_token: SecretStr | None = None
+
     port: int = Field(default=8080, ge=0, le=65535)
     host: str = "0.0.0.0"
     log_level: str = "INFO"

@@ -19,7 +19,7 @@ from bot.app import Services, build_services
 from bot.clock import Clock, Monotonic, utcnow
 from bot.errors import StoreError
 from bot.jpush import JPushClient
-from bot.metrics import CONTENT_TYPE
+from bot.metrics import CONTENT_TYPE, authorized
 from bot.notify import Notifier
 from bot.settings import Settings
 from bot.slack_signature import MAX_BODY, SlackSignature
@@ -102,6 +102,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics_handler(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
+    token = services.settings.metrics_token
+    secret = token.get_secret_value() if token is not None else None
+    if not authorized(secret, request.headers.get("Authorization")):
+        return web.json_response(
+            {"error": "metrics need Authorization: Bearer <METRICS_TOKEN>"},
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
     now = services.clock()
     try:
         views = await asyncio.wait_for(

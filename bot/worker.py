@@ -168,6 +168,8 @@ class Worker:
                 log.error("poll cycle failed: state store unavailable: %s", exc)
             except Exception:
                 log.exception("poll cycle failed")
+            if self._metrics:
+                self._metrics.observe_cycle(await self.last_completed_cycle())
             elapsed = self._monotonic() - started
             await self._sleep(max(0.0, self.poll_interval.total_seconds() - elapsed))
 
@@ -185,7 +187,8 @@ class Worker:
             except Exception:
                 log.exception("delivery loop error")
             if self._metrics:
-                self._metrics.outbox_size.set(self._deliverer.status.queued)
+                status = self._deliverer.status
+                self._metrics.observe_outbox(status.queued, status.oldest_at)
             wait = self._deliverer.seconds_until_ready() or idle
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake_delivery.wait(), timeout=max(0.05, wait))

@@ -17,7 +17,18 @@ import aiohttp
 CONSOLE_SCRIPT = str(Path(sys.executable).parent / "sms-balance-bot")
 
 # Variables a developer's shell might carry that would change what the bot does.
-_SCRUB = ("JPUSH_", "ALERT_", "SLACK_", "STATE_URL", "REDIS_URL", "POLL_", "PORT", "HOST", "LOG_")
+_SCRUB = (
+    "JPUSH_",
+    "ALERT_",
+    "SLACK_",
+    "STATE_URL",
+    "REDIS_URL",
+    "POLL_",
+    "PORT",
+    "HOST",
+    "LOG_",
+    "METRICS_",
+)
 
 
 def free_port() -> int:
