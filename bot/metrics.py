@@ -142,6 +142,8 @@ class Metrics:
         self.last_cycle.set(started_at.timestamp())
         self.threshold.clear()
         for scope in scopes:
+            # Known label values are exported from the start, so rate() sees 0, not nothing.
+            self.fetch_errors.labels(scope.name)
             for quota_type, threshold in scope.thresholds.items():
                 for level, value in (
                     ("warning", threshold.warning),

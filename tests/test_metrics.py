@@ -82,6 +82,11 @@ def test_thresholds_are_exported_per_scope_type_and_level_and_only_when_on() -> 
         ("crm", "market", "warning"): 1000,
     }
     assert found["sms_poll_interval_seconds"] == [({}, 300.0)]
+    # Every configured scope's error counter exists from the start, at 0.
+    assert sorted(found["sms_fetch_errors_total"], key=str) == [
+        ({"scope": "crm"}, 0.0),
+        ({"scope": "shop"}, 0.0),
+    ]
     # Until the first cycle completes, the start time stands in (as /healthz counts it).
     assert found["sms_poll_last_completed_timestamp_seconds"] == [({}, started.timestamp())]
 
