@@ -14,6 +14,7 @@ from bot.render.format import (
     MAX_CODE_TEXT,
     MAX_ERROR_TEXT,
     Locale,
+    escape_markdown,
     fmt_clock,
     fmt_error,
     fmt_when,
@@ -94,3 +95,17 @@ def test_an_unknown_language_is_a_clear_error() -> None:
     assert lang_for("en").code == "en"
     with pytest.raises(ValueError, match="unknown message language 'xx'"):
         Locale.of("xx")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("shop", "shop"),
+        ("my_app", "my\\_app"),
+        ("[click](http://evil)", "\\[click\\](http://evil)"),
+        ("**bold** `code` # <b>", "\\*\\*bold\\*\\* \\`code\\` \\# \\<b\\>"),
+        ("a\\b", "a\\\\b"),
+    ],
+)
+def test_escape_markdown(raw: str, expected: str) -> None:
+    assert escape_markdown(raw) == expected

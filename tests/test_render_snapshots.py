@@ -23,7 +23,7 @@ from bot.errors import JPushConfigError, JPushError
 from bot.forecast import Forecast
 from bot.jpush import interpret_response
 from bot.quota import FetchError, Level, QuotaType, ScopeKind
-from bot.render.alert import render_alert, render_alert_console
+from bot.render.alert import render_alert, render_alert_console, render_alert_markdown
 from bot.render.check import check_json, render_table
 from bot.render.format import block_texts
 from bot.render.slash import render_refresh_pending, render_reply
@@ -178,6 +178,8 @@ def alert_text(events: list[Event]) -> str:
             block_texts(message.blocks),
             "== slack fallback text ==",
             message.text,
+            "== markdown (chat robots) ==",
+            render_alert_markdown(events, NOW).text,
         ]
     )
 

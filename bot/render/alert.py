@@ -16,6 +16,7 @@ from bot.quota import Level, QuotaType, Status
 from bot.render.format import (
     ACCOUNT_SCOPE,
     DEFAULT,
+    MARKDOWN,
     MAX_BLOCKS,
     MAX_FALLBACK_TEXT,
     PLAIN,
@@ -26,6 +27,7 @@ from bot.render.format import (
     clip_escaped,
     context_block,
     error_hint,
+    escape_markdown,
     escape_mrkdwn,
     fit_sections,
     fmt_error,
@@ -43,6 +45,15 @@ from bot.render.tones import TONES, Tone, is_fetch, is_running_out, severity, to
 class SlackMessage:
     text: str
     blocks: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class MarkdownMessage:
+    """For chat robots that take a title and markdown text."""
+
+    title: str
+    text: str
+    status: Status  # the worst event's, for a destination that colours its card
 
 
 def _since(event: Event, now: datetime, loc: Locale) -> str:
@@ -241,3 +252,19 @@ def render_alert_console(events: Sequence[Event], now: datetime, loc: Locale = D
         lines.append(f"  {scope_title(scope, loc)}")
         lines.extend(f"    {_event_line(e, now, loc, PLAIN)}" for e in evs)
     return "\n".join(lines)
+
+
+def render_alert_markdown(
+    events: Sequence[Event], now: datetime, loc: Locale = DEFAULT
+) -> MarkdownMessage:
+    """The same message as markdown: the Slack layout with the markdown markup. Not clipped:
+    each destination knows its own size limit."""
+    _require(events)
+    tone = _headline(events)
+    title = loc.lang.tone_header[tone]
+    lines = [f"#### {escape_markdown(title)}", escape_markdown(_summary(events, now, loc))]
+    for scope, evs in _group(events):
+        lines.append("")
+        lines.append(MARKDOWN.bold(escape_markdown(scope_title(scope, loc))))
+        lines.extend(f"- {_event_line(e, now, loc, MARKDOWN)}" for e in evs)
+    return MarkdownMessage(title=title, text="\n".join(lines), status=TONES[tone].status)

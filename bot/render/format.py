@@ -53,6 +53,14 @@ def escape_mrkdwn(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+_MARKDOWN_SPECIAL = frozenset("\\`*_[]<>#|~")
+
+
+def escape_markdown(text: str) -> str:
+    """Markdown's punctuation backslash-escaped, so outside text cannot add links or styling."""
+    return "".join(f"\\{c}" if c in _MARKDOWN_SPECIAL else c for c in text)
+
+
 def _verbatim(text: str) -> str:
     return text
 
@@ -78,6 +86,8 @@ class Markup:
 
 SLACK = Markup(escape_mrkdwn, "*{text}*", "_{text}_", "{emoji} *{tag}* ·")
 PLAIN = Markup(_verbatim, "{text}", "{text}", "[{tag}]")
+# Chat robots that take markdown (DingTalk, Feishu, WeCom) show no Slack emoji codes.
+MARKDOWN = Markup(escape_markdown, "**{text}**", "*{text}*", "**{tag}** ·")
 
 
 # --- numbers, durations, times ----------------------------------------------------------------
