@@ -6,7 +6,7 @@ Thursday morning, scope "account" the account and any other name an app.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,6 +22,7 @@ from bot.quota import (
     Threshold,
     Thresholds,
 )
+from bot.simulator import JPushSimulator
 from bot.views import ScopeView
 
 NOW = datetime(2026, 11, 26, 9, 44, tzinfo=UTC)  # a Thursday
@@ -137,3 +138,7 @@ def history(values: Sequence[int], *, start: datetime = NOW, every: timedelta) -
 
 def drain(start: int, per_step: int, steps: int) -> list[int]:
     return [start - per_step * i for i in range(steps)]
+
+
+# The `start_sim` fixture (conftest.py): starts a simulator, stops it after the test.
+StartSim = Callable[[JPushSimulator], Awaitable[JPushSimulator]]

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 from botproc import BotProcess
-from builders import FakeClock
 from fake_slack import FakeSlack
 from redis_server import RedisServer, redis_server_binary
+
+from bot.simulator import JPushSimulator
 
 # Fakes and processes ------------------------------------------------------------------------
 
@@ -29,6 +30,21 @@ async def bots() -> AsyncIterator[list[BotProcess]]:
         await bot.stop_quietly()
 
 
+@pytest.fixture
+async def start_sim() -> AsyncIterator[Callable[[JPushSimulator], Awaitable[JPushSimulator]]]:
+    """Starts a JPush simulator on loopback for the test; every one started is stopped after."""
+    started: list[JPushSimulator] = []
+
+    async def start(simulator: JPushSimulator) -> JPushSimulator:
+        await simulator.start()
+        started.append(simulator)
+        return simulator
+
+    yield start
+    for simulator in reversed(started):
+        await simulator.stop()
+
+
 # Redis --------------------------------------------------------------------------------------
 
 
@@ -49,12 +65,3 @@ def redis_url(redis_server: RedisServer) -> str:
     redis_server.start()
     redis_server.flushall()
     return redis_server.url
-
-
-# Pure-core values ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def wall_clock() -> FakeClock:
-    """A wall clock at builders.NOW that the test moves by hand."""
-    return FakeClock()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from botproc import run_cli
+from builders import StartSim
 
 from bot.simulator import JPushSimulator, SimScope
 
@@ -15,13 +15,11 @@ OK = {"balance": 50_000, "voice": 50_000, "industry": 121_981, "market": 11_683}
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[JPushSimulator]:
+async def sim(start_sim: StartSim) -> JPushSimulator:
     simulator = JPushSimulator()
     simulator.add_scope(SimScope(key="dev", secret="dev-secret", kind="account", balances=dict(OK)))
     simulator.add_scope(SimScope(key="shop", secret="shop-secret", kind="app", balances=dict(OK)))
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
+    return await start_sim(simulator)
 
 
 def env_for(sim: JPushSimulator, tmp_path: Path, **extra: str) -> dict[str, str]:

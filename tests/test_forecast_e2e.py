@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 import pytest
 from botproc import BotProcess, free_port, run_cli, wait_until
+from builders import StartSim
 from fake_slack import FakeSlack
 
 from bot.simulator import JPushSimulator, SimScope
@@ -20,7 +20,7 @@ START = 100_000  # true time to empty at start: 1,000 s
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[JPushSimulator]:
+async def sim(start_sim: StartSim) -> JPushSimulator:
     simulator = JPushSimulator()
     simulator.add_scope(
         SimScope(
@@ -31,9 +31,7 @@ async def sim() -> AsyncIterator[JPushSimulator]:
             drain_per_hour={"industry": RATE_PER_SECOND * 3600},
         )
     )
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
+    return await start_sim(simulator)
 
 
 def true_seconds_to_empty(sim: JPushSimulator) -> float:

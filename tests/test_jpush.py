@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from builders import StartSim
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sim_helpers import (
@@ -48,14 +49,12 @@ APPS = ("shop", "crm", "blog")
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[JPushSimulator]:
+async def sim(start_sim: StartSim) -> JPushSimulator:
     simulator = JPushSimulator()
     add_account(simulator)
     for index, name in enumerate(APPS):
         add_app(simulator, name, app_balances(index))
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
+    return await start_sim(simulator)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 import redis
 from botproc import BotProcess, free_port, wait_until
+from builders import StartSim
 from fake_slack import Answer, FakeSlack
 from redis_server import RedisServer, redis_server_binary
 from world import APP_KEY, alerting_env, healthy_simulator
@@ -36,11 +37,9 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[JPushSimulator]:
+async def sim(start_sim: StartSim) -> JPushSimulator:
     simulator = healthy_simulator()
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
+    return await start_sim(simulator)
 
 
 @pytest.fixture

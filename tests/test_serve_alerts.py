@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from botproc import BotProcess, free_port, run_cli, wait_until
+from builders import StartSim
 from fake_slack import Answer, FakeSlack
 from world import APP_KEY, DEV_KEY, alerting_env, healthy_simulator
 
@@ -16,11 +16,9 @@ from bot.simulator import JPushSimulator
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[JPushSimulator]:
+async def sim(start_sim: StartSim) -> JPushSimulator:
     simulator = healthy_simulator()
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
+    return await start_sim(simulator)
 
 
 def bot_env(sim: JPushSimulator, slack: FakeSlack, tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import io
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 import pytest
 from aiohttp.test_utils import TestClient
 from botproc import wait_until
+from builders import StartSim
 from fake_slack import FakeSlack
 from pytest_aiohttp import AiohttpClient
 
@@ -36,7 +37,7 @@ class FixedClock:
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[JPushSimulator]:
+async def sim(start_sim: StartSim) -> JPushSimulator:
     simulator = JPushSimulator()
     simulator.add_scope(
         SimScope(
@@ -54,9 +55,7 @@ async def sim() -> AsyncIterator[JPushSimulator]:
             balances={"balance": 1, "voice": 22, "industry": 44, "market": 14},
         )
     )
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
+    return await start_sim(simulator)
 
 
 def make_settings(sim: JPushSimulator, **extra: Any) -> Settings:

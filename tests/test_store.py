@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from builders import FakeClock
 from redis_server import RedisServer
 
 from bot.alerts_types import AlertBook, AlertKind, Event, EventKind, OpenAlert, ScopeHealth
@@ -81,14 +82,6 @@ def book_pending(at: datetime, *keys: str) -> AlertBook:
         alerts={k: alert for k in keys},
         health={"shop": ScopeHealth(consecutive_failures=1)},
     )
-
-
-class FakeClock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 async def wait_for(
