@@ -6,7 +6,8 @@ Every server runs in its own process pinned to core 0 (`taskset -c 0`); `wrk` ru
 core 1 with 64 connections, one thread. The servers, all answering the same signed request with
 the same reply bytes:
 
-    bot-memory   bot.web.create_app + bot.app.serve_app, MemoryStore, production logging
+    bot-memory   bot.web.create_app + bot.app.serve_app, STATE_URL=memory:// (SQLite in memory),
+                 production logging
     bot-sqlite   the same with the production default store (sqlite in a temporary directory)
     bolt         slack_bolt AsyncApp (default mode), stub authorize, ack() with the bot's reply
     bolt-pbr     the same with process_before_response=True

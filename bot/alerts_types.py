@@ -63,15 +63,7 @@ class Event:
             "threshold": self.threshold,
             "alert": self.alert.value if self.alert else None,
             "forecast": self.forecast.to_json() if self.forecast else None,
-            "error": (
-                {
-                    "code": self.error.code,
-                    "message": self.error.message,
-                    "config": self.error.config,
-                }
-                if self.error
-                else None
-            ),
+            "error": self.error.to_json() if self.error else None,
             "opened_at": _ts(self.opened_at) if self.opened_at else None,
         }
 
@@ -88,11 +80,7 @@ class Event:
             threshold=d.get("threshold"),
             alert=AlertKind(d["alert"]) if d.get("alert") else None,
             forecast=Forecast.from_json(d["forecast"]) if d.get("forecast") else None,
-            error=(
-                FetchError(code=err.get("code"), message=err["message"], config=err["config"])
-                if err
-                else None
-            ),
+            error=FetchError.from_json(err) if err else None,
             opened_at=_dt(d["opened_at"]) if d.get("opened_at") else None,
         )
 
@@ -154,9 +142,7 @@ class ScopeHealth:
             "failing_since": _ts(self.failing_since) if self.failing_since else None,
             "announced_at": _ts(self.announced_at) if self.announced_at else None,
             "pending": self.pending,
-            "last_error": (
-                {"code": err.code, "message": err.message, "config": err.config} if err else None
-            ),
+            "last_error": err.to_json() if err else None,
         }
 
     @classmethod
@@ -167,11 +153,7 @@ class ScopeHealth:
             failing_since=_dt(d["failing_since"]) if d.get("failing_since") else None,
             announced_at=_dt(d["announced_at"]) if d.get("announced_at") else None,
             pending=bool(d.get("pending", False)),
-            last_error=(
-                FetchError(code=err.get("code"), message=err["message"], config=err["config"])
-                if err
-                else None
-            ),
+            last_error=FetchError.from_json(err) if err else None,
         )
 
 

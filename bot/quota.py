@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -106,6 +107,13 @@ class FetchError:
     # configuration errors (bad keys, SMS disabled) alert at once instead of after N failures
     config: bool = False
 
+    def to_json(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "config": self.config}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FetchError:
+        return cls(code=data.get("code"), message=data["message"], config=data["config"])
+
 
 @dataclass(frozen=True, slots=True)
 class ScopeReading:
@@ -117,10 +125,6 @@ class ScopeReading:
     balances: Balances | None = None
     error: FetchError | None = None
     unassigned: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
 
 @dataclass(frozen=True, slots=True)

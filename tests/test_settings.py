@@ -178,9 +178,9 @@ def test_redis_url_is_used_when_state_url_is_unset() -> None:
 
 def test_rediss_certificate_check_can_be_relaxed() -> None:
     store = store_from_settings(load(STATE_URL="rediss://:pw@h:6380/0", REDIS_TLS_VERIFY="false"))
-    assert store._tls_options == {"ssl_cert_reqs": "none"}  # type: ignore[attr-defined]
+    assert store.backend._tls_options == {"ssl_cert_reqs": "none"}  # type: ignore[attr-defined]
     strict = store_from_settings(load(STATE_URL="rediss://:pw@h:6380/0"))
-    assert strict._tls_options == {}  # type: ignore[attr-defined]
+    assert strict.backend._tls_options == {}  # type: ignore[attr-defined]
 
 
 def test_env_file(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from pytest_aiohttp import AiohttpClient
 from bot.notify import ConsoleNotifier
 from bot.settings import Settings
 from bot.simulator import JPushSimulator, SimScope
-from bot.store.memory import MemoryStore
+from bot.store.sqlite import SqliteStore
 from bot.web import SERVICES, create_app
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -83,7 +83,7 @@ async def client(
 ) -> TestClient[Any, Any]:
     app = create_app(
         make_settings(sim),
-        store=MemoryStore(),
+        store=SqliteStore(":memory:"),
         notifier=ConsoleNotifier(io.StringIO()),
         signature_clock=clock,
     )
@@ -253,7 +253,7 @@ async def test_without_signing_secret_the_route_is_503(
 ) -> None:
     app = create_app(
         make_settings(sim, slack_signing_secret=None),
-        store=MemoryStore(),
+        store=SqliteStore(":memory:"),
         notifier=ConsoleNotifier(io.StringIO()),
     )
     client = await aiohttp_client(app)

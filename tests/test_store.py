@@ -1,4 +1,4 @@
-"""One suite for every StateStore backend: memory, SQLite (tmp_path) and a real redis-server."""
+"""One suite for every StateStore backend: SQLite (tmp_path) and a real redis-server."""
 
 from __future__ import annotations
 
@@ -24,12 +24,11 @@ from redis_server import RedisServer
 from bot.alerts_types import AlertBook, AlertKind, Event, EventKind, OpenAlert, ScopeHealth
 from bot.errors import ConfigError, StoreError
 from bot.quota import FetchError, Level, QuotaType, ScopeKind, ScopeReading
-from bot.store._util import redact_url
 from bot.store.base import CycleCommit, OutboxMessage, StateStore
 from bot.store.factory import make_store
-from bot.store.memory import MemoryData, MemoryStore
 from bot.store.redis import RedisStore
 from bot.store.sqlite import SCHEMA_VERSION, SqliteStore
+from bot.store.urls import redact_url
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 B, V, IND, M = QuotaType.BALANCE, QuotaType.VOICE, QuotaType.INDUSTRY, QuotaType.MARKET
@@ -106,12 +105,9 @@ class Backend:
     make: Callable[..., Any]
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     name: str = request.param
-    if name == "memory":
-        data = MemoryData()
-        return Backend(name, lambda **kw: MemoryStore(data, **kw))
     if name == "sqlite":
         path = tmp_path / "state.db"
         return Backend(name, lambda **kw: SqliteStore(path, **kw))
@@ -471,7 +467,7 @@ async def test_lease_acquire_renew_release(store: StateStore) -> None:
 
 
 async def test_lease_expires(store: StateStore) -> None:
-    # Memory and SQLite judge expiry by the `now` passed in; Redis by its own clock (PX),
+    # SQLite judges expiry by the `now` passed in; Redis by its own clock (PX),
     # so the second holder keeps asking until the key has expired on the server.
     ttl = timedelta(milliseconds=200)
     assert await store.acquire_lease("a", ttl, NOW)
@@ -695,7 +691,7 @@ async def test_redis_prefixes_are_isolated(redis_url: str) -> None:
         ("sqlite:///state.db", SqliteStore, "state.db"),
         ("sqlite:////tmp/state.db", SqliteStore, "/tmp/state.db"),
         ("sqlite:///:memory:", SqliteStore, ":memory:"),
-        ("memory://", MemoryStore, None),
+        ("memory://", SqliteStore, ":memory:"),
         ("redis://localhost:6379/0", RedisStore, None),
         ("redis://:pw@localhost:6379/0", RedisStore, None),
         ("rediss://user:pw@cache.example.com:6380/1", RedisStore, None),

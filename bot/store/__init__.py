@@ -1,1 +1,1 @@
-"""State store backends; see base.py for the protocol."""
+"""The state store (base.py) over its backends: SQLite (sqlite.py) and Redis (redis.py)."""

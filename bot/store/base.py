@@ -1,30 +1,60 @@
-"""The StateStore protocol: what the monitor, the notifier and the web server need to remember.
+"""The state store: what the monitor, the deliverer and the web server remember.
 
-Backends: memory (unit tests, demo), SQLite (the embedded default), Redis (replicas).
-Every backend passes the same suite in tests/test_store.py.
+`StateStore` holds every algorithm once (encoding, optimistic concurrency on the alert book,
+retention upkeep); a `Backend` (SQLite: the embedded default; Redis: replicas) provides only
+atomic primitives over encoded values. Both backends pass the one suite in tests/test_store.py.
+
+Adding state means one codec or algorithm here plus one primitive per backend: e.g. a record
+committed atomically with the cycle is a field of `Batch` that each backend's `write` applies
+inside its transaction (SQLite) or script (Redis).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from bot.alerts_types import AlertBook, Event
+from bot.clock import Clock, utcnow
+from bot.errors import StoreError
 from bot.quota import FetchError, QuotaType, ScopeKind, ScopeReading
+
+log = logging.getLogger(__name__)
 
 DEFAULT_RETENTION = timedelta(days=14)
 # A hard cap per (scope, type) series whatever the retention, so a very short poll interval
 # cannot grow the store without limit (14 days at 1-minute polls is ~20k points).
 MAX_POINTS_PER_SERIES = 20_000
+# Retention pruning is housekeeping: doing it on every write would cost more than it saves.
+UPKEEP_EVERY = timedelta(minutes=1)
+# mark_delivered is optimistic (compare-and-set on the book version); a commit landing in
+# between makes it read again. Far more attempts than any real contention needs.
+CAS_ATTEMPTS = 50
 
 # Small facts shared through `set_meta`/`get_meta`, one name each.
 META_LAST_CYCLE = "last_cycle_at"  # ISO time of the last committed poll cycle
 META_FORECASTS = "forecasts"  # that cycle's forecasts (bot.forecast.encode_forecasts)
 META_SLACK_NOT_BEFORE = "slack_not_before"  # no delivery before this ISO time (429/backoff)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+
+
+def to_us(moment: datetime) -> int:
+    """Integer microseconds since the epoch: exact, unlike float seconds."""
+    if moment.tzinfo is None:
+        # The bot works in aware UTC; a naive value is read as UTC rather than local time.
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // _ONE_US
+
+
+def from_us(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +76,28 @@ class OutboxMessage:
         # Creation time first so ids sort in order across processes; random tail for uniqueness.
         return f"{int(now.timestamp() * 1_000_000):020d}-{uuid.uuid4().hex[:12]}"
 
-    def events_json(self) -> str:
-        return json.dumps([e.to_json() for e in self.events], separators=(",", ":"))
+    def encode(self) -> StoredMessage:
+        return StoredMessage(
+            id=self.id,
+            created_at=self.created_at.isoformat(),
+            events=json.dumps([e.to_json() for e in self.events], separators=(",", ":")),
+            attempts=self.attempts,
+            last_error=self.last_error,
+        )
 
-    @staticmethod
-    def events_from_json(raw: str) -> tuple[Event, ...]:
-        return tuple(Event.from_json(item) for item in json.loads(raw))
+    @classmethod
+    def decode(cls, stored: StoredMessage) -> OutboxMessage:
+        return cls(
+            id=stored.id,
+            created_at=datetime.fromisoformat(stored.created_at),
+            events=decode_events(stored.events),
+            attempts=stored.attempts,
+            last_error=stored.last_error,
+        )
+
+
+def decode_events(raw: str) -> tuple[Event, ...]:
+    return tuple(Event.from_json(item) for item in json.loads(raw))
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,46 +109,178 @@ class CycleCommit:
     message: OutboxMessage | None = None
 
 
-class StateStore(Protocol):
-    """Async state store. Every method raises bot.errors.StoreError when the backend is down."""
+# What the backends store: encoded values only ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    id: str
+    created_at: str  # ISO time
+    events: str  # JSON list of Event.to_json()
+    attempts: int = 0
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    scope: str
+    quota_type: str
+    ts_us: int
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One atomic write: latest readings, history points, and optionally the alert book (under
+    a version check) and one outbox message."""
+
+    latest: dict[str, str] = field(default_factory=dict)  # scope -> reading JSON
+    points: list[Point] = field(default_factory=list)
+    book: str | None = None  # the new alert book's JSON; None leaves it alone
+    message: StoredMessage | None = None
+
+
+class Backend(Protocol):
+    """Atomic primitives over encoded values. Every method raises StoreError when down."""
 
     async def open(self) -> None:
         """Connect and create or migrate the schema. Idempotent."""
 
     async def close(self) -> None: ...
 
+    async def ping(self) -> None: ...
+
+    async def read_book(self) -> tuple[str | None, int]:
+        """The alert book's JSON (None if never stored) and its version (0 if never stored)."""
+
+    async def write(self, batch: Batch, expected_version: int | None) -> bool:
+        """Apply `batch` atomically. With `expected_version`, only if the book's version is
+        still that (returns False and writes nothing otherwise), and the book's version
+        becomes expected_version + 1. Without it, `batch.book` must be None."""
+
+    async def latest(self) -> dict[str, str]:
+        """Scope -> latest reading JSON."""
+
+    async def history(self, scope: str, quota_type: str, since_us: int) -> list[tuple[int, int]]:
+        """(ts_us, value) of one series at or after `since_us`, oldest first."""
+
+    async def prune(self, before_us: int, capped: set[tuple[str, str]] | None) -> int:
+        """Drop history (and delivered messages) older than `before_us`, and cap the series in
+        `capped` (every series when None) to the backend's maximum; returns items removed."""
+
+    async def pending(self, limit: int) -> list[StoredMessage]:
+        """Undelivered messages, oldest first (claimed ones included)."""
+
+    async def message_events(self, message_id: str) -> str | None:
+        """The events JSON of an undelivered message, or None."""
+
+    async def claim(self, message_id: str, holder: str, until: datetime, now: datetime) -> bool:
+        """Take the right to send an undelivered message until `until`, unless another holder
+        has an unexpired claim."""
+
+    async def deliver(
+        self, message_id: str, now: datetime, expected_version: int, book: str | None
+    ) -> bool:
+        """Atomically: unless the book's version moved from `expected_version` (then False,
+        nothing written), take the message out of the queue and, when `book` is given, store
+        it as version expected_version + 1. True (and nothing written) if already delivered."""
+
+    async def record_failure(self, message_id: str, error: str) -> None:
+        """Count a failed attempt on an undelivered message and release its claim."""
+
+    async def acquire_lease(self, holder: str, ttl: timedelta, now: datetime) -> bool: ...
+
+    async def release_lease(self, holder: str) -> None: ...
+
+    async def set_meta(self, key: str, value: str) -> None: ...
+
+    async def get_meta(self, key: str) -> str | None: ...
+
+
+# The store ------------------------------------------------------------------------------------
+
+
+class StateStore:
+    """The bot's shared state over one backend. Every method raises StoreError when down."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        retention: timedelta = DEFAULT_RETENTION,
+        clock: Clock | None = None,
+    ) -> None:
+        self.backend = backend
+        self._retention = retention
+        self._clock = clock or utcnow
+        self._last_upkeep: datetime | None = None
+        # Series written since the last upkeep: only those can have grown past the cap.
+        self._touched: set[tuple[str, str]] = set()
+
+    async def open(self) -> None:
+        await self.backend.open()
+
+    async def close(self) -> None:
+        await self.backend.close()
+
     async def ping(self) -> None:
-        """Raise StoreError unless the backend answers."""
+        await self.backend.ping()
 
     # alert state -----------------------------------------------------------------------
     async def load_book(self) -> tuple[AlertBook, int]:
         """The alert state and its version (0 when nothing was ever stored)."""
+        raw, version = await self.backend.read_book()
+        return (decode_book(raw) if raw is not None else AlertBook()), version
 
     async def commit_cycle(self, commit: CycleCommit, expected_version: int) -> bool:
         """Atomically: store the readings as latest, append successful values to history,
         replace the alert book (version becomes expected_version + 1) and append the message
         to the outbox. Returns False and writes nothing when the stored version is no longer
         `expected_version` (another process committed first)."""
+        batch = self._batch(commit.readings)
+        batch = Batch(
+            latest=batch.latest,
+            points=batch.points,
+            book=encode_book(commit.book),
+            message=commit.message.encode() if commit.message is not None else None,
+        )
+        if not await self.backend.write(batch, expected_version):
+            return False
+        self._note_written(batch)
+        await self._maybe_upkeep()
+        return True
 
     # readings and history --------------------------------------------------------------
     async def save_readings(self, readings: Sequence[ScopeReading]) -> None:
         """Store readings as latest and append to history, without touching alert state
-        (used by the slash command's live refresh)."""
+        (the slash command's live refresh)."""
+        batch = self._batch(readings)
+        await self.backend.write(batch, None)
+        self._note_written(batch)
+        await self._maybe_upkeep()
 
     async def latest_readings(self) -> dict[str, ScopeReading]:
         """The most recent reading of every scope, by scope name."""
+        raw = await self.backend.latest()
+        return {scope: reading_from_json(raw[scope]) for scope in sorted(raw)}
 
     async def history(
         self, scope: str, quota_type: QuotaType, since: datetime
     ) -> list[tuple[datetime, int]]:
         """Successful values of one series read at or after `since`, oldest first."""
+        points = await self.backend.history(scope, quota_type.value, to_us(since))
+        return [(from_us(ts), value) for ts, value in points]
 
     async def prune_history(self, before: datetime) -> int:
-        """Drop history older than `before` (and delivered messages); returns rows removed."""
+        """Drop history older than `before` (and delivered messages); returns items removed."""
+        return await self.backend.prune(to_us(before), None)
 
     # outbox ----------------------------------------------------------------------------
     async def pending_messages(self, limit: int = 50) -> list[OutboxMessage]:
         """Undelivered messages, oldest first (claimed ones included)."""
+        if limit <= 0:
+            return []
+        return [OutboxMessage.decode(m) for m in await self.backend.pending(limit)]
 
     async def claim_message(
         self, message_id: str, holder: str, until: datetime, now: datetime
@@ -110,32 +288,86 @@ class StateStore(Protocol):
         """Take the right to send a message until `until`. True if this holder now has it
         (unclaimed, claim expired, or already ours); False if someone else holds it or it
         was delivered."""
+        return await self.backend.claim(message_id, holder, until, now)
 
     async def mark_delivered(self, message_id: str, now: datetime) -> None:
         """The message reached Slack: it leaves the queue, and in the same atomic step the
         alert book's entries for its keys stop being pending (`AlertBook.mark_delivered`)."""
+        for _ in range(CAS_ATTEMPTS):
+            events = await self.backend.message_events(message_id)
+            if events is None:
+                return  # already delivered (or never queued)
+            book, version = await self.load_book()
+            keys = sorted({event.key for event in decode_events(events)})
+            updated = book.mark_delivered(keys, now)
+            # An unchanged book keeps its version, so an in-flight cycle need not retry.
+            new_book = None if updated == book else encode_book(updated)
+            if await self.backend.deliver(message_id, now, version, new_book):
+                return
+        raise StoreError("could not mark a message delivered: the alert state kept changing")
 
     async def record_failure(self, message_id: str, error: str, now: datetime) -> None:
         """A delivery attempt failed: count it, keep the message queued, release the claim."""
+        await self.backend.record_failure(message_id, error)
 
     # poller lease (one poller among replicas) ------------------------------------------
     async def acquire_lease(self, holder: str, ttl: timedelta, now: datetime) -> bool:
         """Take or renew the poller lease. True if `holder` holds it for `ttl` from now."""
+        return await self.backend.acquire_lease(holder, ttl, now)
 
     async def release_lease(self, holder: str) -> None:
         """Give the lease up if `holder` holds it."""
+        await self.backend.release_lease(holder)
 
-    # small shared facts (last cycle time, delivery problems) -----------------------------
-    async def set_meta(self, key: str, value: str) -> None: ...
+    # small shared facts ----------------------------------------------------------------
+    async def set_meta(self, key: str, value: str) -> None:
+        await self.backend.set_meta(key, value)
 
-    async def get_meta(self, key: str) -> str | None: ...
+    async def get_meta(self, key: str) -> str | None:
+        return await self.backend.get_meta(key)
+
+    # internals -------------------------------------------------------------------------
+    @staticmethod
+    def _batch(readings: Sequence[ScopeReading]) -> Batch:
+        latest: dict[str, str] = {}
+        points: list[Point] = []
+        for reading in readings:
+            latest[reading.scope] = reading_to_json(reading)
+            ts = to_us(reading.read_at)
+            points += [
+                Point(reading.scope, quota_type.value, ts, value)
+                for quota_type, value in history_points(reading)
+            ]
+        return Batch(latest=latest, points=points)
+
+    def _note_written(self, batch: Batch) -> None:
+        self._touched.update((p.scope, p.quota_type) for p in batch.points)
+
+    async def _maybe_upkeep(self) -> None:
+        now = self._clock()
+        if self._last_upkeep is not None and now - self._last_upkeep < UPKEEP_EVERY:
+            return
+        self._last_upkeep = now
+        touched, self._touched = self._touched, set()
+        try:
+            await self.backend.prune(to_us(now - self._retention), touched)
+        except StoreError as exc:
+            # The write it follows has committed; failing that call now would mislead.
+            log.warning("state store upkeep failed: %s", exc)
 
 
-# JSON codec for readings, shared by the backends --------------------------------------------
+# Codecs ---------------------------------------------------------------------------------------
+
+
+def encode_book(book: AlertBook) -> str:
+    return json.dumps(book.to_json(), separators=(",", ":"))
+
+
+def decode_book(raw: str) -> AlertBook:
+    return AlertBook.from_json(json.loads(raw))
 
 
 def reading_to_json(reading: ScopeReading) -> str:
-    err = reading.error
     return json.dumps(
         {
             "scope": reading.scope,
@@ -146,9 +378,7 @@ def reading_to_json(reading: ScopeReading) -> str:
                 if reading.balances is not None
                 else None
             ),
-            "error": (
-                {"code": err.code, "message": err.message, "config": err.config} if err else None
-            ),
+            "error": reading.error.to_json() if reading.error else None,
             "unassigned": reading.unassigned,
         },
         separators=(",", ":"),
@@ -164,11 +394,7 @@ def reading_from_json(raw: str) -> ScopeReading:
         kind=ScopeKind(d["kind"]),
         read_at=datetime.fromisoformat(d["read_at"]),
         balances=({QuotaType(t): v for t, v in balances.items()} if balances is not None else None),
-        error=(
-            FetchError(code=err.get("code"), message=err["message"], config=err["config"])
-            if err
-            else None
-        ),
+        error=FetchError.from_json(err) if err else None,
         unassigned=bool(d.get("unassigned", False)),
     )
 

@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.errors import ConfigError
-from bot.store._util import redact_url
 from bot.store.base import DEFAULT_RETENTION, StateStore
-from bot.store.memory import MemoryStore
 from bot.store.redis import RedisStore
 from bot.store.sqlite import SqliteStore, sqlite_path_from_url
+from bot.store.urls import redact_url
 
 if TYPE_CHECKING:
     from bot.settings import Settings
@@ -26,7 +25,8 @@ def make_store(
     clock: Callable[[], datetime] | None = None,
     tls_verify: bool = True,
 ) -> StateStore:
-    """`sqlite:///rel/path`, `sqlite:////abs/path`, `memory://`, `redis://...`, `rediss://...`.
+    """`sqlite:///rel/path`, `sqlite:////abs/path`, `redis://...`, `rediss://...`; `memory://`
+    is SQLite in memory (one process, nothing kept).
 
     Raises ConfigError naming STATE_URL (never with the URL's password) when the URL is
     unusable; connecting is left to `open()`.
@@ -35,7 +35,7 @@ def make_store(
     if scheme == "sqlite":
         return SqliteStore(_sqlite_path(url), retention=retention, clock=clock)
     if scheme == "memory":
-        return MemoryStore(retention=retention, clock=clock)
+        return SqliteStore(":memory:", retention=retention, clock=clock)
     if scheme in ("redis", "rediss"):
         return RedisStore(
             url, prefix=prefix, retention=retention, clock=clock, tls_verify=tls_verify

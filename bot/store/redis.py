@@ -17,7 +17,6 @@ half-applied by a dropped connection. Keys, under `{prefix}:`:
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Iterator, Sequence
@@ -34,29 +33,23 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bot.alerts_types import AlertBook
-from bot.clock import Clock, utcnow
+from bot.clock import Clock
 from bot.errors import StoreError
-from bot.quota import QuotaType, ScopeReading
-from bot.store._util import Upkeep, from_us, redact_url, scrub, to_us
 from bot.store.base import (
     DEFAULT_RETENTION,
     MAX_POINTS_PER_SERIES,
-    CycleCommit,
-    OutboxMessage,
-    history_points,
-    reading_from_json,
-    reading_to_json,
+    Batch,
+    StateStore,
+    StoredMessage,
+    to_us,
 )
+from bot.store.urls import redact_url, scrub
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 SOCKET_TIMEOUT_S = 2.0
 HEALTH_CHECK_INTERVAL_S = 10
-# mark_delivered is optimistic (compare-and-set on the book version); a commit landing in
-# between makes it read again. Far more attempts than any real contention needs.
-_CAS_ATTEMPTS = 50
 
 # KEYS: book, latest, outbox, message key, series set, history keys...
 # ARGV: mode, expected_version, book_json, token, cap, n_latest, (scope, json)*,
@@ -169,7 +162,9 @@ def _ms(delta: timedelta) -> int:
     return max(1, int(delta.total_seconds() * 1000))
 
 
-class RedisStore:
+class RedisStore(StateStore):
+    """The state store on Redis, shared by replicas."""
+
     def __init__(
         self,
         url: str,
@@ -177,6 +172,27 @@ class RedisStore:
         prefix: str = "sms-balance-bot",
         retention: timedelta = DEFAULT_RETENTION,
         clock: Clock | None = None,
+        max_points: int = MAX_POINTS_PER_SERIES,
+        socket_timeout: float = SOCKET_TIMEOUT_S,
+        tls_verify: bool = True,
+    ) -> None:
+        self.redis = RedisBackend(
+            url,
+            prefix=prefix,
+            max_points=max_points,
+            socket_timeout=socket_timeout,
+            tls_verify=tls_verify,
+        )
+        self.safe_url = self.redis.safe_url
+        super().__init__(self.redis, retention=retention, clock=clock)
+
+
+class RedisBackend:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "sms-balance-bot",
         max_points: int = MAX_POINTS_PER_SERIES,
         socket_timeout: float = SOCKET_TIMEOUT_S,
         tls_verify: bool = True,
@@ -190,11 +206,8 @@ class RedisStore:
         self._password = urlsplit(url).password
         self.safe_url = redact_url(url)
         self._p = prefix
-        self._retention = retention
-        self._clock = clock or utcnow
         self._max_points = max_points
         self._socket_timeout = socket_timeout
-        self._upkeep = Upkeep()
         self._client: aioredis.Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
 
@@ -268,8 +281,8 @@ class RedisStore:
     def _k(self, *parts: str) -> str:
         return ":".join((self._p, *parts))
 
-    def _history_key(self, scope: str, quota_type: QuotaType | str) -> str:
-        return self._k("history", scope, str(quota_type))
+    def _history_key(self, scope: str, quota_type: str) -> str:
+        return self._k("history", scope, quota_type)
 
     def _scrub(self, exc: BaseException) -> str:
         return scrub(str(exc), self._password)
@@ -292,53 +305,29 @@ class RedisStore:
         with self._translate():
             return int(await self._scripts[name](keys=list(keys), args=list(args), client=client))
 
-    # alert state -----------------------------------------------------------------------
-    async def load_book(self) -> tuple[AlertBook, int]:
+    # alert state and writes ------------------------------------------------------------
+    async def read_book(self) -> tuple[str | None, int]:
         with self._translate():
-            raw = await self._r.hmget(self._k("book"), ["version", "json"])
-        version, body = raw[0], raw[1]
-        if body is None:
-            return AlertBook(), int(version or 0)
-        return AlertBook.from_json(json.loads(body)), int(version or 0)
+            version, body = await self._r.hmget(self._k("book"), ["version", "json"])
+        return (None if body is None else _text(body)), int(version or 0)
 
-    async def commit_cycle(self, commit: CycleCommit, expected_version: int) -> bool:
-        book_json = json.dumps(commit.book.to_json(), separators=(",", ":"))
-        ok = await self._write(
-            "commit", commit.readings, commit.message, expected_version, book_json
-        )
-        if ok:
-            await self._maybe_upkeep()
-        return ok
-
-    # readings and history --------------------------------------------------------------
-    async def save_readings(self, readings: Sequence[ScopeReading]) -> None:
-        await self._write("readings", readings, None, 0, "")
-        await self._maybe_upkeep()
-
-    async def _write(
-        self,
-        mode: str,
-        readings: Sequence[ScopeReading],
-        message: OutboxMessage | None,
-        expected_version: int,
-        book_json: str,
-    ) -> bool:
+    async def write(self, batch: Batch, expected_version: int | None) -> bool:
         history_keys: list[str] = []
-        latest_args: list[Any] = []
+        index: dict[str, int] = {}
         point_args: list[Any] = []
-        for reading in readings:
-            latest_args += [reading.scope, reading_to_json(reading)]
-            ts = to_us(reading.read_at)
-            for quota_type, value in history_points(reading):
-                key = self._history_key(reading.scope, quota_type)
-                if key not in history_keys:
-                    history_keys.append(key)
-                point_args += [history_keys.index(key) + 1, ts, value]
+        for point in batch.points:
+            key = self._history_key(point.scope, point.quota_type)
+            if key not in index:
+                history_keys.append(key)
+                index[key] = len(history_keys)
+            point_args += [index[key], point.ts_us, point.value]
+        latest_args: list[Any] = [item for pair in batch.latest.items() for item in pair]
+        message = batch.message
         message_args: list[Any] = (
             [
                 message.id,
-                message.created_at.isoformat(),
-                message.events_json(),
+                message.created_at,
+                message.events,
                 message.attempts,
                 "0" if message.last_error is None else "1",
                 message.last_error or "",
@@ -355,12 +344,12 @@ class RedisStore:
             *history_keys,
         ]
         args = [
-            mode,
-            expected_version,
-            book_json,
+            "readings" if expected_version is None else "commit",
+            expected_version or 0,
+            batch.book or "",
             uuid.uuid4().hex,
             self._max_points,
-            len(readings),
+            len(batch.latest),
             *latest_args,
             len(point_args) // 3,
             *point_args,
@@ -368,99 +357,76 @@ class RedisStore:
         ]
         return await self._script("write", keys, args) == 1
 
-    async def latest_readings(self) -> dict[str, ScopeReading]:
+    # readings and history --------------------------------------------------------------
+    async def latest(self) -> dict[str, str]:
         with self._translate():
             raw = await self._r.hgetall(self._k("latest"))
-        bodies = {_text(scope): _text(body) for scope, body in raw.items()}
-        return {scope: reading_from_json(body) for scope, body in sorted(bodies.items())}
+        return {_text(scope): _text(body) for scope, body in raw.items()}
 
-    async def history(
-        self, scope: str, quota_type: QuotaType, since: datetime
-    ) -> list[tuple[datetime, int]]:
+    async def history(self, scope: str, quota_type: str, since_us: int) -> list[tuple[int, int]]:
         with self._translate():
             members = await self._r.zrangebyscore(
-                self._history_key(scope, quota_type), to_us(since), "+inf"
+                self._history_key(scope, quota_type), since_us, "+inf"
             )
         points = []
         for member in members:
             ts, _, value = _text(member).partition(":")
-            points.append((from_us(int(ts)), int(value)))
+            points.append((int(ts), int(value)))
         return points
 
-    async def prune_history(self, before: datetime) -> int:
+    async def prune(self, before_us: int, capped: set[tuple[str, str]] | None) -> int:
+        # Every series: the cap is cheap here (also applied on write), and retention must
+        # reach series no longer written (a removed scope).
         series_key = self._k("history", "series")
         with self._translate():
             keys = await self._r.smembers(series_key)
         removed = 0
         for key in sorted(_text(k) for k in keys):
-            removed += await self._script(
-                "prune", [key, series_key], [to_us(before), self._max_points]
-            )
+            removed += await self._script("prune", [key, series_key], [before_us, self._max_points])
         return removed
 
-    async def _maybe_upkeep(self) -> None:
-        now = self._clock()
-        if not self._upkeep.due(now):
-            return
-        try:
-            await self.prune_history(now - self._retention)
-        except StoreError as exc:
-            # The write it follows has succeeded; failing that call now would mislead.
-            log.warning("redis store upkeep failed: %s", exc)
-
     # outbox ----------------------------------------------------------------------------
-    async def pending_messages(self, limit: int = 50) -> list[OutboxMessage]:
-        if limit <= 0:
-            return []
+    async def pending(self, limit: int) -> list[StoredMessage]:
         with self._translate():
             ids = [_text(i) for i in await self._r.zrange(self._k("outbox"), 0, limit - 1)]
             pipe = self._r.pipeline(transaction=False)
             for message_id in ids:
                 pipe.hgetall(self._k("outbox", "msg", message_id))
             bodies: list[dict[str, str]] = await pipe.execute() if ids else []
-        messages = []
-        for message_id, body in zip(ids, bodies, strict=True):
-            if not body:  # delivered between the two reads
-                continue
-            messages.append(
-                OutboxMessage(
-                    id=message_id,
-                    created_at=datetime.fromisoformat(body["created_at"]),
-                    events=OutboxMessage.events_from_json(body["events"]),
-                    attempts=int(body.get("attempts", 0)),
-                    last_error=body.get("last_error"),
-                )
+        return [
+            StoredMessage(
+                id=message_id,
+                created_at=body["created_at"],
+                events=body["events"],
+                attempts=int(body.get("attempts", 0)),
+                last_error=body.get("last_error"),
             )
-        return messages
+            for message_id, body in zip(ids, bodies, strict=True)
+            if body  # empty: delivered between the two reads
+        ]
 
-    async def claim_message(
-        self, message_id: str, holder: str, until: datetime, now: datetime
-    ) -> bool:
+    async def message_events(self, message_id: str) -> str | None:
+        with self._translate():
+            events = await self._r.hget(self._k("outbox", "msg", message_id), "events")
+        return None if events is None else _text(events)
+
+    async def claim(self, message_id: str, holder: str, until: datetime, now: datetime) -> bool:
         keys = [self._k("outbox", "msg", message_id), self._k("outbox", "claim", message_id)]
         args = [holder, to_us(until), to_us(now), _ms(until - now)]
         return await self._script("claim", keys, args) == 1
 
-    async def mark_delivered(self, message_id: str, now: datetime) -> None:
-        msg_key = self._k("outbox", "msg", message_id)
-        keys = [self._k("book"), self._k("outbox"), msg_key, self._k("outbox", "claim", message_id)]
-        # AlertBook.mark_delivered is Python, so: read, compute, compare-and-set, repeat.
-        for _ in range(_CAS_ATTEMPTS):
-            with self._translate():
-                events = await self._r.hget(msg_key, "events")
-            if events is None:
-                return  # already delivered (or never queued)
-            book, version = await self.load_book()
-            msg_keys = sorted({e.key for e in OutboxMessage.events_from_json(_text(events))})
-            updated = book.mark_delivered(msg_keys, now)
-            # An unchanged book keeps its version, so an in-flight cycle need not retry.
-            new_json = (
-                "" if updated == book else json.dumps(updated.to_json(), separators=(",", ":"))
-            )
-            if await self._script("deliver", keys, [message_id, version, new_json]) == 1:
-                return
-        raise StoreError("redis: could not mark a message delivered (book kept changing)")
+    async def deliver(
+        self, message_id: str, now: datetime, expected_version: int, book: str | None
+    ) -> bool:
+        keys = [
+            self._k("book"),
+            self._k("outbox"),
+            self._k("outbox", "msg", message_id),
+            self._k("outbox", "claim", message_id),
+        ]
+        return await self._script("deliver", keys, [message_id, expected_version, book or ""]) == 1
 
-    async def record_failure(self, message_id: str, error: str, now: datetime) -> None:
+    async def record_failure(self, message_id: str, error: str) -> None:
         keys = [self._k("outbox", "msg", message_id), self._k("outbox", "claim", message_id)]
         await self._script("fail", keys, [error])
 

@@ -9,32 +9,24 @@ The schema version lives in `PRAGMA user_version`; `_MIGRATIONS[n]` upgrades n -
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from bot.alerts_types import AlertBook
-from bot.clock import Clock, utcnow
+from bot.clock import Clock
 from bot.errors import StoreError
-from bot.quota import QuotaType, ScopeReading
-from bot.store._util import Upkeep, from_us, to_us
 from bot.store.base import (
     DEFAULT_RETENTION,
     MAX_POINTS_PER_SERIES,
-    CycleCommit,
-    OutboxMessage,
-    history_points,
-    reading_from_json,
-    reading_to_json,
+    Batch,
+    StateStore,
+    StoredMessage,
+    to_us,
 )
-
-log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -95,7 +87,9 @@ def sqlite_path_from_url(url: str) -> str:
     return url[len(prefix) :]
 
 
-class SqliteStore:
+class SqliteStore(StateStore):
+    """The state store on SQLite (a file, or `:memory:` for one process)."""
+
     def __init__(
         self,
         path: str | Path,
@@ -105,16 +99,24 @@ class SqliteStore:
         max_points: int = MAX_POINTS_PER_SERIES,
         busy_timeout: float = BUSY_TIMEOUT_S,
     ) -> None:
+        self.sqlite = SqliteBackend(path, max_points=max_points, busy_timeout=busy_timeout)
+        self.path = self.sqlite.path
+        super().__init__(self.sqlite, retention=retention, clock=clock)
+
+
+class SqliteBackend:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_points: int = MAX_POINTS_PER_SERIES,
+        busy_timeout: float = BUSY_TIMEOUT_S,
+    ) -> None:
         self.path = str(path)
-        self._retention = retention
-        self._clock = clock or utcnow
         self._max_points = max_points
         self._busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
-        self._upkeep = Upkeep()
-        # Series written since the last upkeep: only those can have grown past the cap.
-        self._touched: set[tuple[str, str]] = set()
 
     # lifecycle -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -190,102 +192,106 @@ class SqliteStore:
 
         return await asyncio.to_thread(call)
 
-    # alert state -----------------------------------------------------------------------
-    async def load_book(self) -> tuple[AlertBook, int]:
-        def load(conn: sqlite3.Connection) -> tuple[AlertBook, int]:
-            return _read_book(conn)
+    # alert state and writes ------------------------------------------------------------
+    async def read_book(self) -> tuple[str | None, int]:
+        return await self._run(_read_book)
 
-        return await self._run(load)
-
-    async def commit_cycle(self, commit: CycleCommit, expected_version: int) -> bool:
-        book_json = json.dumps(commit.book.to_json(), separators=(",", ":"))
-
+    async def write(self, batch: Batch, expected_version: int | None) -> bool:
         def write(conn: sqlite3.Connection) -> bool:
             with _transaction(conn):
-                _, version = _read_book(conn)
-                if version != expected_version:
-                    return False
-                self._write_readings(conn, commit.readings)
-                _write_book(conn, book_json, version + 1)
-                if commit.message is not None:
-                    msg = commit.message
+                if expected_version is not None:
+                    _, version = _read_book(conn)
+                    if version != expected_version:
+                        return False
+                conn.executemany(
+                    "INSERT INTO latest (scope, json) VALUES (?, ?)"
+                    " ON CONFLICT (scope) DO UPDATE SET json = excluded.json",
+                    batch.latest.items(),
+                )
+                conn.executemany(
+                    "INSERT OR REPLACE INTO history (scope, type, ts_us, value)"
+                    " VALUES (?, ?, ?, ?)",
+                    [(p.scope, p.quota_type, p.ts_us, p.value) for p in batch.points],
+                )
+                if batch.book is not None and expected_version is not None:
+                    _write_book(conn, batch.book, expected_version + 1)
+                if batch.message is not None:
+                    msg = batch.message
                     conn.execute(
                         "INSERT INTO outbox (id, created_at, events_json, attempts, last_error)"
                         " VALUES (?, ?, ?, ?, ?)",
-                        (
-                            msg.id,
-                            msg.created_at.isoformat(),
-                            msg.events_json(),
-                            msg.attempts,
-                            msg.last_error,
-                        ),
+                        (msg.id, msg.created_at, msg.events, msg.attempts, msg.last_error),
                     )
-            self._maybe_upkeep(conn)
             return True
 
         return await self._run(write)
 
     # readings and history --------------------------------------------------------------
-    async def save_readings(self, readings: Sequence[ScopeReading]) -> None:
-        def write(conn: sqlite3.Connection) -> None:
-            with _transaction(conn):
-                self._write_readings(conn, readings)
-            self._maybe_upkeep(conn)
-
-        await self._run(write)
-
-    async def latest_readings(self) -> dict[str, ScopeReading]:
-        def read(conn: sqlite3.Connection) -> dict[str, ScopeReading]:
-            rows = conn.execute("SELECT scope, json FROM latest ORDER BY scope").fetchall()
-            return {scope: reading_from_json(raw) for scope, raw in rows}
+    async def latest(self) -> dict[str, str]:
+        def read(conn: sqlite3.Connection) -> dict[str, str]:
+            return dict(conn.execute("SELECT scope, json FROM latest").fetchall())
 
         return await self._run(read)
 
-    async def history(
-        self, scope: str, quota_type: QuotaType, since: datetime
-    ) -> list[tuple[datetime, int]]:
-        def read(conn: sqlite3.Connection) -> list[tuple[datetime, int]]:
-            rows = conn.execute(
+    async def history(self, scope: str, quota_type: str, since_us: int) -> list[tuple[int, int]]:
+        def read(conn: sqlite3.Connection) -> list[tuple[int, int]]:
+            return conn.execute(
                 "SELECT ts_us, value FROM history WHERE scope = ? AND type = ? AND ts_us >= ?"
                 " ORDER BY ts_us",
-                (scope, quota_type.value, to_us(since)),
+                (scope, quota_type, since_us),
             ).fetchall()
-            return [(from_us(ts), value) for ts, value in rows]
 
         return await self._run(read)
 
-    async def prune_history(self, before: datetime) -> int:
+    async def prune(self, before_us: int, capped: set[tuple[str, str]] | None) -> int:
         def prune(conn: sqlite3.Connection) -> int:
             with _transaction(conn):
-                series = conn.execute("SELECT DISTINCT scope, type FROM history").fetchall()
-                return self._prune(conn, before, {(s, t) for s, t in series})
+                series = capped
+                if series is None:
+                    series = set(conn.execute("SELECT DISTINCT scope, type FROM history"))
+                removed = conn.execute("DELETE FROM history WHERE ts_us < ?", (before_us,)).rowcount
+                for scope, quota_type in series:
+                    row = conn.execute(
+                        "SELECT ts_us FROM history WHERE scope = ? AND type = ?"
+                        " ORDER BY ts_us DESC LIMIT 1 OFFSET ?",
+                        (scope, quota_type, self._max_points),
+                    ).fetchone()
+                    if row is not None:
+                        removed += conn.execute(
+                            "DELETE FROM history WHERE scope = ? AND type = ? AND ts_us <= ?",
+                            (scope, quota_type, row[0]),
+                        ).rowcount
+                removed += conn.execute(
+                    "DELETE FROM outbox WHERE delivered_at_us IS NOT NULL AND delivered_at_us < ?",
+                    (before_us,),
+                ).rowcount
+                return removed
 
         return await self._run(prune)
 
     # outbox ----------------------------------------------------------------------------
-    async def pending_messages(self, limit: int = 50) -> list[OutboxMessage]:
-        def read(conn: sqlite3.Connection) -> list[OutboxMessage]:
+    async def pending(self, limit: int) -> list[StoredMessage]:
+        def read(conn: sqlite3.Connection) -> list[StoredMessage]:
             rows = conn.execute(
                 "SELECT id, created_at, events_json, attempts, last_error FROM outbox"
                 " WHERE delivered_at_us IS NULL ORDER BY id LIMIT ?",
                 (limit,),
             ).fetchall()
-            return [
-                OutboxMessage(
-                    id=mid,
-                    created_at=datetime.fromisoformat(created),
-                    events=OutboxMessage.events_from_json(events),
-                    attempts=attempts,
-                    last_error=last_error,
-                )
-                for mid, created, events, attempts, last_error in rows
-            ]
+            return [StoredMessage(*row) for row in rows]
 
         return await self._run(read)
 
-    async def claim_message(
-        self, message_id: str, holder: str, until: datetime, now: datetime
-    ) -> bool:
+    async def message_events(self, message_id: str) -> str | None:
+        def read(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT events_json FROM outbox WHERE id = ? AND delivered_at_us IS NULL",
+                (message_id,),
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._run(read)
+
+    async def claim(self, message_id: str, holder: str, until: datetime, now: datetime) -> bool:
         def claim(conn: sqlite3.Connection) -> bool:
             # One conditional UPDATE: the check and the claim cannot interleave.
             cursor = conn.execute(
@@ -298,40 +304,37 @@ class SqliteStore:
 
         return await self._run(claim)
 
-    async def mark_delivered(self, message_id: str, now: datetime) -> None:
-        def deliver(conn: sqlite3.Connection) -> None:
+    async def deliver(
+        self, message_id: str, now: datetime, expected_version: int, book: str | None
+    ) -> bool:
+        def deliver(conn: sqlite3.Connection) -> bool:
             with _transaction(conn):
-                row = conn.execute(
-                    "SELECT events_json FROM outbox WHERE id = ? AND delivered_at_us IS NULL",
-                    (message_id,),
-                ).fetchone()
-                if row is None:
-                    return
+                cursor = conn.execute(
+                    "SELECT 1 FROM outbox WHERE id = ? AND delivered_at_us IS NULL", (message_id,)
+                )
+                if cursor.fetchone() is None:
+                    return True
+                if _read_book(conn)[1] != expected_version:
+                    return False
                 conn.execute(
                     "UPDATE outbox SET delivered_at_us = ?, claimed_by = NULL,"
                     " claim_until_us = NULL WHERE id = ?",
                     (to_us(now), message_id),
                 )
-                keys = sorted({e.key for e in OutboxMessage.events_from_json(row[0])})
-                book, version = _read_book(conn)
-                updated = book.mark_delivered(keys, now)
-                # An unchanged book keeps its version, so an in-flight cycle need not retry.
-                if updated != book:
-                    _write_book(
-                        conn, json.dumps(updated.to_json(), separators=(",", ":")), version + 1
-                    )
+                if book is not None:
+                    _write_book(conn, book, expected_version + 1)
+            return True
 
-        await self._run(deliver)
+        return await self._run(deliver)
 
-    async def record_failure(self, message_id: str, error: str, now: datetime) -> None:
-        def fail(conn: sqlite3.Connection) -> None:
-            conn.execute(
+    async def record_failure(self, message_id: str, error: str) -> None:
+        await self._run(
+            lambda conn: conn.execute(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?, claimed_by = NULL,"
                 " claim_until_us = NULL WHERE id = ? AND delivered_at_us IS NULL",
                 (error, message_id),
             )
-
-        await self._run(fail)
+        )
 
     # poller lease ----------------------------------------------------------------------
     async def acquire_lease(self, holder: str, ttl: timedelta, now: datetime) -> bool:
@@ -371,57 +374,6 @@ class SqliteStore:
 
         return await self._run(read)
 
-    # internals (run in the worker thread, lock held) -----------------------------------
-    def _write_readings(self, conn: sqlite3.Connection, readings: Sequence[ScopeReading]) -> None:
-        for reading in readings:
-            conn.execute(
-                "INSERT INTO latest (scope, json) VALUES (?, ?)"
-                " ON CONFLICT (scope) DO UPDATE SET json = excluded.json",
-                (reading.scope, reading_to_json(reading)),
-            )
-            ts = to_us(reading.read_at)
-            for quota_type, value in history_points(reading):
-                conn.execute(
-                    "INSERT OR REPLACE INTO history (scope, type, ts_us, value)"
-                    " VALUES (?, ?, ?, ?)",
-                    (reading.scope, quota_type.value, ts, value),
-                )
-                self._touched.add((reading.scope, quota_type.value))
-
-    def _maybe_upkeep(self, conn: sqlite3.Connection) -> None:
-        now = self._clock()
-        if not self._upkeep.due(now):
-            return
-        touched, self._touched = self._touched, set()
-        try:
-            with _transaction(conn):
-                self._prune(conn, now - self._retention, touched)
-        except sqlite3.Error as exc:
-            # The write it follows has committed; failing that call now would mislead.
-            log.warning("sqlite store upkeep failed: %s", exc)
-
-    def _prune(
-        self, conn: sqlite3.Connection, before: datetime, series: set[tuple[str, str]]
-    ) -> int:
-        cut = to_us(before)
-        removed = conn.execute("DELETE FROM history WHERE ts_us < ?", (cut,)).rowcount
-        for scope, quota_type in series:
-            row = conn.execute(
-                "SELECT ts_us FROM history WHERE scope = ? AND type = ?"
-                " ORDER BY ts_us DESC LIMIT 1 OFFSET ?",
-                (scope, quota_type, self._max_points),
-            ).fetchone()
-            if row is not None:
-                removed += conn.execute(
-                    "DELETE FROM history WHERE scope = ? AND type = ? AND ts_us <= ?",
-                    (scope, quota_type, row[0]),
-                ).rowcount
-        removed += conn.execute(
-            "DELETE FROM outbox WHERE delivered_at_us IS NOT NULL AND delivered_at_us < ?",
-            (cut,),
-        ).rowcount
-        return removed
-
 
 @contextmanager
 def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
@@ -436,11 +388,11 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
-def _read_book(conn: sqlite3.Connection) -> tuple[AlertBook, int]:
+def _read_book(conn: sqlite3.Connection) -> tuple[str | None, int]:
     row = conn.execute("SELECT version, json FROM book WHERE id = 1").fetchone()
     if row is None:
-        return AlertBook(), 0
-    return AlertBook.from_json(json.loads(row[1])), int(row[0])
+        return None, 0
+    return str(row[1]), int(row[0])
 
 
 def _write_book(conn: sqlite3.Connection, book_json: str, version: int) -> None:

@@ -46,7 +46,7 @@ from bot.quota import QUOTA_TYPES, Scope, ScopeKind, Threshold
 from bot.settings import Settings
 from bot.simulator import JPushSimulator, SimScope
 from bot.slack_signature import MAX_BODY
-from bot.store.memory import MemoryStore
+from bot.store.sqlite import SqliteStore
 from bot.web import SERVICES, create_app
 
 LONG = os.environ.get("FUZZ_LONG") == "1"
@@ -121,7 +121,7 @@ async def _start() -> tuple[JPushSimulator, TestClient[Any, Any]]:
     )
     app = create_app(
         app_settings,
-        store=MemoryStore(),
+        store=SqliteStore(":memory:"),
         notifier=ConsoleNotifier(io.StringIO()),
         signature_clock=FixedClock(),
     )
@@ -557,7 +557,7 @@ async def one_jpush_example(sim: JPushSimulator, answers: list[Served]) -> None:
         monotonic=fake.monotonic,
         clock=clock,
     )
-    store = MemoryStore(clock=clock)
+    store = SqliteStore(":memory:", clock=clock)
     await store.open()
     monitor = Monitor(SCOPES, POLICY, client, store, clock=clock)
     try:
@@ -578,6 +578,7 @@ async def one_jpush_example(sim: JPushSimulator, answers: list[Served]) -> None:
     finally:
         sim.clear_failures()
         await client.close()
+        await store.close()
     readings = {r.scope: r for r in result.readings}
     assert set(readings) == {"account", "shop"}
     for r in result.readings:
