@@ -134,7 +134,7 @@ def _change(event: Event, now: datetime, loc: Locale) -> str | None:
 def _quota_body(event: Event, now: datetime, loc: Locale, markup: Markup) -> str:
     assert event.quota_type is not None
     label = markup.bold(loc.lang.type_label[event.quota_type])
-    parts = [f"{label}: {_quota_detail(event, loc)}"]
+    parts = [loc.lang.labelled.format(label=label, text=_quota_detail(event, loc))]
     change = _change(event, now, loc)
     if change:
         parts.append(change)
@@ -241,6 +241,35 @@ def _fallback(
             return clip_escaped(head + "; ".join(kept) + tail, MAX_FALLBACK_TEXT)
         kept.append(line)
     return clip_escaped(text, MAX_FALLBACK_TEXT)
+
+
+@dataclass(frozen=True)
+class AlertParts:
+    """One cycle's message before a destination's layout: for the chat robots' markdown."""
+
+    tone: Tone  # the worst tone: names the header and its colour
+    title: str  # plain text
+    summary: str  # counts per tone and "as of"
+    scopes: list[tuple[str, list[str]]]  # (scope title, event lines), worst scope first
+
+
+def alert_parts(events: Sequence[Event], now: datetime, loc: Locale, markup: Markup) -> AlertParts:
+    """The message's pieces with `markup` applied to the event lines (and scope titles escaped).
+    Raises ValueError for no events."""
+    _require(events)
+    tone = _headline(events)
+    return AlertParts(
+        tone=tone,
+        title=loc.lang.tone_header[tone],
+        summary=_summary(events, now, loc),
+        scopes=[
+            (
+                markup.escape(scope_title(scope, loc)),
+                [_event_line(e, now, loc, markup) for e in evs],
+            )
+            for scope, evs in _group(events)
+        ],
+    )
 
 
 def render_alert_console(events: Sequence[Event], now: datetime, loc: Locale = DEFAULT) -> str:

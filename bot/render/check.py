@@ -13,10 +13,12 @@ from bot.quota import QUOTA_TYPES, Level, Status, worst
 from bot.render.format import (
     DEFAULT,
     Locale,
+    display_width,
     fmt_error,
     fmt_int,
     fmt_threshold,
     fmt_when,
+    pad,
     runs_out_cell,
     utc,
 )
@@ -77,13 +79,11 @@ def _align(rows: Sequence[tuple[str, ...]], columns: int) -> list[str]:
     widths = [0] * columns
     for row in rows:
         for i, cell in enumerate(row[:-1]):
-            widths[i] = max(widths[i], len(cell))
+            widths[i] = max(widths[i], display_width(cell))
     lines = []
     for row in rows:
         cells = [
-            cell
-            if i == len(row) - 1
-            else (cell.rjust(widths[i]) if i in _RIGHT_ALIGNED else cell.ljust(widths[i]))
+            cell if i == len(row) - 1 else pad(cell, widths[i], right=i in _RIGHT_ALIGNED)
             for i, cell in enumerate(row)
         ]
         lines.append(_GAP.join(cells).rstrip())

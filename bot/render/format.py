@@ -8,8 +8,9 @@ Destinations differ only in a `Markup`: how bold text, tags and escaping are wri
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
@@ -73,6 +74,8 @@ class Markup:
     bold_form: str  # {text}
     italic_form: str  # {text}
     tag_form: str  # {emoji} {tag}: how an event line starts
+    # Slack emoji codes -> what this destination shows instead (unknown codes pass through).
+    emoji: Mapping[str, str] = field(default_factory=dict)
 
     def bold(self, text: str) -> str:
         return self.bold_form.format(text=text)
@@ -81,7 +84,7 @@ class Markup:
         return self.italic_form.format(text=text)
 
     def tag(self, emoji: str, tag: str) -> str:
-        return self.tag_form.format(emoji=emoji, tag=tag)
+        return self.tag_form.format(emoji=self.emoji.get(emoji, emoji), tag=tag)
 
 
 SLACK = Markup(escape_mrkdwn, "*{text}*", "_{text}_", "{emoji} *{tag}* ·")
@@ -133,7 +136,25 @@ def utc(dt: datetime) -> datetime:
 
 def _local(dt: datetime, loc: Locale) -> tuple[datetime, str]:
     local = utc(dt).astimezone(loc.tz)
-    return local, local.tzname() or "UTC"
+    return local, zone_label(local, loc)
+
+
+def zone_label(local: datetime, loc: Locale = DEFAULT) -> str:
+    """How the zone of `local` is named: the language's own name for it, else its abbreviation,
+    else its offset (`UTC+8`) when the zone has only a numeric name such as `+08`."""
+    key = getattr(loc.tz, "key", None)
+    if isinstance(key, str) and key in loc.lang.zone_names:
+        return loc.lang.zone_names[key]
+    name = local.tzname() or ""
+    if name and not name.lstrip("+-").isdigit():
+        return name
+    offset = local.utcoffset()
+    minutes = round(offset.total_seconds() / 60) if offset is not None else 0
+    if minutes == 0:
+        return "UTC"
+    sign = "+" if minutes > 0 else "-"
+    hours, rest = divmod(abs(minutes), 60)
+    return f"UTC{sign}{hours}" + (f":{rest:02d}" if rest else "")
 
 
 def fmt_when(dt: datetime, now: datetime | None = None, loc: Locale = DEFAULT) -> str:
@@ -228,6 +249,20 @@ def scope_title(scope: str, loc: Locale = DEFAULT) -> str:
     """`account (account)` / `shop (app)`."""
     kind = ScopeKind.ACCOUNT if scope == ACCOUNT_SCOPE else ScopeKind.APP
     return loc.lang.scope_title.format(scope=scope, kind=loc.lang.scope_kind[kind])
+
+
+# --- terminal columns -------------------------------------------------------------------------
+
+
+def display_width(text: str) -> int:
+    """Terminal columns `text` takes: Chinese characters (and other wide ones) take two."""
+    return sum(2 if unicodedata.east_asian_width(c) in ("W", "F") else 1 for c in text)
+
+
+def pad(text: str, width: int, *, right: bool = False) -> str:
+    """`text` padded with spaces to `width` columns (on the left when `right`)."""
+    fill = " " * max(0, width - display_width(text))
+    return fill + text if right else text + fill
 
 
 # --- clipping ---------------------------------------------------------------------------------

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from bot.render.text import Lang
 from bot.render.text_en import EN
+from bot.render.text_zh import ZH_CN
 
 DEFAULT_LANGUAGE = "en"
 
-LANGUAGES: dict[str, Lang] = {EN.code: EN}
+LANGUAGES: dict[str, Lang] = {EN.code: EN, ZH_CN.code: ZH_CN}
 
 
 def lang_for(code: str) -> Lang:

@@ -205,7 +205,9 @@ def _type_line(
 ) -> str:
     lang = loc.lang
     shown = _bold(fmt_int(value, loc)) if value is not None else "—"
-    head = f"{STATUS_EMOJI[level.status]} {_bold(lang.type_label[quota_type])}: {shown}"
+    head = f"{STATUS_EMOJI[level.status]} " + lang.labelled.format(
+        label=_bold(lang.type_label[quota_type]), text=shown
+    )
     trend = view.trend.get(quota_type)
     if single and trend:
         head += f" `{sparkline(trend)}`"

@@ -8,7 +8,7 @@ their last step, so a destination with another markup reuses every string unchan
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bot.quota import QuotaType, ScopeKind, Status
 from bot.render.tones import Tone
@@ -57,6 +57,7 @@ class Lang:
     not_assigned: str  # a scope whose quota is not assigned (JPush 50033)
 
     # --- alert messages ---
+    labelled: str  # {label} {text}: a quota type and what is said about it
     tone_tag: Mapping[Tone, str]  # beside each event: "CRITICAL"
     tone_count: Mapping[Tone, str]  # in the summary: "2 critical"
     tone_header: Mapping[Tone, str]  # the message header when this tone is the worst
@@ -120,6 +121,10 @@ class Lang:
     table_footer: str  # {status} {code} {n} {scopes} {when}
     scope_one: str
     scope_many: str
+
+    # Names for time zones by their IANA key where this language has a better one than the
+    # zone's abbreviation ("CST" is also US Central): "Asia/Shanghai" -> "北京时间".
+    zone_names: Mapping[str, str] = field(default_factory=dict)
 
     def plural(self, forms: tuple[str, str], n: int) -> str:
         return (forms[0] if n == 1 else forms[1]).format(n=n)

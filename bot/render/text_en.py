@@ -45,6 +45,7 @@ EN = Lang(
     runs_out="runs out in {duration} ({when}), burning {rate}",
     runs_out_cell="{duration} ({when})",
     not_assigned="quota not assigned to this app (50033)",
+    labelled="{label}: {text}",
     tone_tag={
         Tone.CRITICAL: "CRITICAL",
         Tone.UNREADABLE: "UNKNOWN",
