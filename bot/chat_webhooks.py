@@ -32,6 +32,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import aiohttp
 from yarl import URL
 
+from bot.destinations import ChatKind
 from bot.errors import DeliveryRefused, DeliveryRetryable
 from bot.pacing import Pacer, RateLimit, per_minute
 
@@ -39,18 +40,6 @@ SEND_TIMEOUT = 15.0  # seconds; below the outbox claim so a slow post cannot out
 MAX_ANSWER_BYTES = 64 * 1024  # a robot's answer is a few dozen bytes; never read a flood
 MAX_DETAIL = 200  # characters of the robot's own message kept for /healthz
 
-
-class ChatKind(StrEnum):
-    DINGTALK = "dingtalk"
-    FEISHU = "feishu"
-    WECOM = "wecom"
-
-    @property
-    def label(self) -> str:
-        return _LABELS[self]
-
-
-_LABELS = {ChatKind.DINGTALK: "DingTalk", ChatKind.FEISHU: "Feishu", ChatKind.WECOM: "WeCom"}
 
 # What each robot accepts; a burst beyond this is answered with a rate-limit code.
 DEFAULT_LIMITS: dict[ChatKind, tuple[RateLimit, ...]] = {

@@ -20,7 +20,6 @@ from bot.chat_formats import (
     wecom_markdown,
 )
 from bot.chat_webhooks import (
-    ChatKind,
     ChatWebhookNotifier,
     Outcome,
     classify_answer,
@@ -29,6 +28,7 @@ from bot.chat_webhooks import (
     feishu_sign,
     mask_url,
 )
+from bot.destinations import ChatKind
 from bot.errors import DeliveryPaced, DeliveryRefused, DeliveryRetryable
 from bot.pacing import Pacer, RateLimit
 

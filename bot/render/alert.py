@@ -52,7 +52,8 @@ class MarkdownMessage:
     """For chat robots that take a title and markdown text."""
 
     title: str
-    text: str
+    text: str  # a heading with the title, then `body`
+    body: str  # the summary and the scopes: for a destination that shows the title itself
     status: Status  # the worst event's, for a destination that colours its card
 
 
@@ -243,35 +244,6 @@ def _fallback(
     return clip_escaped(text, MAX_FALLBACK_TEXT)
 
 
-@dataclass(frozen=True)
-class AlertParts:
-    """One cycle's message before a destination's layout: for the chat robots' markdown."""
-
-    tone: Tone  # the worst tone: names the header and its colour
-    title: str  # plain text
-    summary: str  # counts per tone and "as of"
-    scopes: list[tuple[str, list[str]]]  # (scope title, event lines), worst scope first
-
-
-def alert_parts(events: Sequence[Event], now: datetime, loc: Locale, markup: Markup) -> AlertParts:
-    """The message's pieces with `markup` applied to the event lines (and scope titles escaped).
-    Raises ValueError for no events."""
-    _require(events)
-    tone = _headline(events)
-    return AlertParts(
-        tone=tone,
-        title=loc.lang.tone_header[tone],
-        summary=_summary(events, now, loc),
-        scopes=[
-            (
-                markup.escape(scope_title(scope, loc)),
-                [_event_line(e, now, loc, markup) for e in evs],
-            )
-            for scope, evs in _group(events)
-        ],
-    )
-
-
 def render_alert_console(events: Sequence[Event], now: datetime, loc: Locale = DEFAULT) -> str:
     """The same message for a terminal: no Slack markup, no escaping, one event per line."""
     _require(events)
@@ -291,9 +263,15 @@ def render_alert_markdown(
     _require(events)
     tone = _headline(events)
     title = loc.lang.tone_header[tone]
-    lines = [f"#### {escape_markdown(title)}", escape_markdown(_summary(events, now, loc))]
+    lines = [escape_markdown(_summary(events, now, loc))]
     for scope, evs in _group(events):
         lines.append("")
         lines.append(MARKDOWN.bold(escape_markdown(scope_title(scope, loc))))
         lines.extend(f"- {_event_line(e, now, loc, MARKDOWN)}" for e in evs)
-    return MarkdownMessage(title=title, text="\n".join(lines), status=TONES[tone].status)
+    body = "\n".join(lines)
+    return MarkdownMessage(
+        title=title,
+        text=f"#### {escape_markdown(title)}\n{body}",
+        body=body,
+        status=TONES[tone].status,
+    )

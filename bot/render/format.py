@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
@@ -74,8 +74,6 @@ class Markup:
     bold_form: str  # {text}
     italic_form: str  # {text}
     tag_form: str  # {emoji} {tag}: how an event line starts
-    # Slack emoji codes -> what this destination shows instead (unknown codes pass through).
-    emoji: Mapping[str, str] = field(default_factory=dict)
 
     def bold(self, text: str) -> str:
         return self.bold_form.format(text=text)
@@ -84,7 +82,7 @@ class Markup:
         return self.italic_form.format(text=text)
 
     def tag(self, emoji: str, tag: str) -> str:
-        return self.tag_form.format(emoji=self.emoji.get(emoji, emoji), tag=tag)
+        return self.tag_form.format(emoji=emoji, tag=tag)
 
 
 SLACK = Markup(escape_mrkdwn, "*{text}*", "_{text}_", "{emoji} *{tag}* ·")
