@@ -1,4 +1,6 @@
-"""Every alert kind and every /sms-balance reply rendered once, compared with tests/snapshots.
+"""Every alert kind and every /sms-balance reply rendered in each language, compared with
+tests/snapshots (`NAME.txt` in English, `NAME.zh-CN.txt` in Chinese, times in Asia/Shanghai).
+Alerts include what each chat robot (DingTalk, Feishu, WeCom) receives.
 
 These files are what an operator reads; review a diff in them like a diff in the copy.
 Regenerate after a deliberate change with `UPDATE_SNAPSHOTS=1 .venv/bin/pytest
@@ -13,24 +15,28 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from builders import NOW, Q, fired, values, view
 
 from bot.alerts_types import AlertKind, Event, EventKind
 from bot.commands import Command
+from bot.destinations import ChatKind
 from bot.errors import JPushConfigError, JPushError
 from bot.forecast import Forecast
 from bot.jpush import interpret_response
 from bot.quota import FetchError, Level, QuotaType, ScopeKind
-from bot.render.alert import render_alert, render_alert_console, render_alert_markdown
+from bot.render.alert import render_alert, render_alert_console
+from bot.render.chat import render_chat_alert
 from bot.render.check import check_json, render_table
-from bot.render.format import block_texts
+from bot.render.format import DEFAULT, Locale, block_texts
 from bot.render.slash import render_refresh_pending, render_reply
 from bot.views import ScopeView
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 DAY, HOUR, MINUTE = timedelta(days=1), timedelta(hours=1), timedelta(minutes=1)
+LOCALES = {"en": DEFAULT, "zh-CN": Locale.of("zh-CN", ZoneInfo("Asia/Shanghai"))}
 
 
 def jpush_error(status: int, code: int) -> FetchError:
@@ -168,18 +174,30 @@ ALERTS: dict[str, list[Event]] = {
 }
 
 
-def alert_text(events: list[Event]) -> str:
-    message = render_alert(events, NOW)
+def alert_text(events: list[Event], loc: Locale) -> str:
+    message = render_alert(events, NOW, loc)
+    chats = [
+        part
+        for kind in ChatKind
+        for part in (
+            f"== {kind.value} ==",
+            json.dumps(
+                render_chat_alert(kind, events, NOW, loc),
+                ensure_ascii=False,
+                indent=1,
+                sort_keys=True,
+            ),
+        )
+    ]
     return "\n".join(
         [
             "== console ==",
-            render_alert_console(events, NOW),
+            render_alert_console(events, NOW, loc),
             "== slack blocks ==",
             block_texts(message.blocks),
             "== slack fallback text ==",
             message.text,
-            "== markdown (chat robots) ==",
-            render_alert_markdown(events, NOW).text,
+            *chats,
         ]
     )
 
@@ -218,47 +236,52 @@ def reply_text(reply: dict[str, Any]) -> str:
     )
 
 
-def show(scope: str | None = None, views: list[ScopeView] = VIEWS, **kw: Any) -> str:
-    reply = render_reply(Command("show", scope=scope), views, NOW, stale_after=30 * MINUTE, **kw)
+def show(loc: Locale, scope: str | None = None, views: list[ScopeView] = VIEWS, **kw: Any) -> str:
+    reply = render_reply(
+        Command("show", scope=scope), views, NOW, stale_after=30 * MINUTE, loc=loc, **kw
+    )
     return reply_text(reply)
 
 
-REPLIES: dict[str, Callable[[], str]] = {
-    "reply_all": lambda: show(),
-    "reply_scope_with_trend_and_forecast": lambda: show("account"),
-    "reply_scope_unreadable": lambda: show("billing", [BILLING]),
-    "reply_scope_not_read_yet": lambda: show("later", []),
-    "reply_stale": lambda: show(views=STALE),
-    "reply_no_scopes": lambda: show(views=[]),
-    "reply_refresh_pending_all": lambda: reply_text(render_refresh_pending(None)),
-    "reply_refresh_pending_scope": lambda: reply_text(render_refresh_pending("shop")),
-    "reply_help": lambda: reply_text(render_reply(Command("help"), VIEWS, NOW)),
-    "reply_unknown_word": lambda: reply_text(
-        render_reply(Command("unknown", word="balanse"), VIEWS, NOW)
+REPLIES: dict[str, Callable[[Locale], str]] = {
+    "reply_all": lambda loc: show(loc),
+    "reply_scope_with_trend_and_forecast": lambda loc: show(loc, "account"),
+    "reply_scope_unreadable": lambda loc: show(loc, "billing", [BILLING]),
+    "reply_scope_not_read_yet": lambda loc: show(loc, "later", []),
+    "reply_stale": lambda loc: show(loc, views=STALE),
+    "reply_no_scopes": lambda loc: show(loc, views=[]),
+    "reply_refresh_pending_all": lambda loc: reply_text(render_refresh_pending(None, loc)),
+    "reply_refresh_pending_scope": lambda loc: reply_text(render_refresh_pending("shop", loc)),
+    "reply_help": lambda loc: reply_text(render_reply(Command("help"), VIEWS, NOW, loc=loc)),
+    "reply_unknown_word": lambda loc: reply_text(
+        render_reply(Command("unknown", word="balanse"), VIEWS, NOW, loc=loc)
     ),
-    "reply_store_down": lambda: reply_text(
-        render_reply(Command("show"), VIEWS, NOW, store_error=STORE_DOWN)
+    "reply_store_down": lambda loc: reply_text(
+        render_reply(Command("show"), VIEWS, NOW, store_error=STORE_DOWN, loc=loc)
     ),
-    "reply_help_store_down": lambda: reply_text(
-        render_reply(Command("help"), VIEWS, NOW, store_error=STORE_DOWN)
+    "reply_help_store_down": lambda loc: reply_text(
+        render_reply(Command("help"), VIEWS, NOW, store_error=STORE_DOWN, loc=loc)
     ),
-    "check_table": lambda: render_table(VIEWS, NOW),
-    "check_json": lambda: json.dumps(check_json(VIEWS), indent=1, ensure_ascii=False),
+    "check_table": lambda loc: render_table(VIEWS, NOW, loc),
 }
+# Read by programs: the same in every language.
+CHECK_JSON = json.dumps(check_json(VIEWS), indent=1, ensure_ascii=False)
 
-CASES: dict[str, Callable[[], str]] = {
+CASES: dict[str, Callable[[Locale], str]] = {
     **{
-        f"alert_{name}": (lambda events=events: alert_text(events))
+        f"alert_{name}": (lambda loc, events=events: alert_text(events, loc))
         for name, events in ALERTS.items()
     },
     **REPLIES,
 }
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_rendering_matches_its_snapshot(name: str) -> None:
-    text = CASES[name]() + "\n"
-    path = SNAPSHOTS / f"{name}.txt"
+def snapshot_name(name: str, language: str) -> str:
+    return name if language == "en" else f"{name}.{language}"
+
+
+def assert_snapshot(stem: str, text: str) -> None:
+    path = SNAPSHOTS / f"{stem}.txt"
     if os.environ.get("UPDATE_SNAPSHOTS") == "1":
         SNAPSHOTS.mkdir(exist_ok=True)
         path.write_text(text, encoding="utf-8")
@@ -266,13 +289,25 @@ def test_rendering_matches_its_snapshot(name: str) -> None:
     assert text == path.read_text(encoding="utf-8")
 
 
+@pytest.mark.parametrize("language", sorted(LOCALES))
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_rendering_matches_its_snapshot(name: str, language: str) -> None:
+    assert_snapshot(snapshot_name(name, language), CASES[name](LOCALES[language]) + "\n")
+
+
+def test_check_json_matches_its_snapshot() -> None:
+    assert_snapshot("check_json", CHECK_JSON + "\n")
+
+
 def test_every_snapshot_file_has_a_case() -> None:
-    stale = {p.stem for p in SNAPSHOTS.glob("*.txt")} - set(CASES)
+    expected = {snapshot_name(n, lang) for n in CASES for lang in LOCALES} | {"check_json"}
+    stale = {p.stem for p in SNAPSHOTS.glob("*.txt")} - expected
     assert not stale, f"snapshots without a case (delete them): {sorted(stale)}"
 
 
-def test_no_error_code_is_printed_twice() -> None:
+@pytest.mark.parametrize("language", sorted(LOCALES))
+def test_no_error_code_is_printed_twice(language: str) -> None:
     for name, make in CASES.items():
         for code in ("50002", "50008", "50009", "50019"):
-            for line in make().splitlines():
+            for line in make(LOCALES[language]).splitlines():
                 assert line.count(code) <= 1, f"{name}: {line}"
