@@ -471,7 +471,7 @@ def profile_bot(name: str, workdir: Path, seconds: float) -> None:
     stats = pstats.Stats(str(out), stream=stream)
     stats.strip_dirs().sort_stats("tottime").print_stats(25)
     stats.sort_stats("cumulative").print_stats(
-        r"web.py|commands.py|monitor.py|memory.py|sqlite.py|metrics.py|signature|json"
+        r"web.py|slash.py|commands.py|monitor.py|memory.py|sqlite.py|metrics.py|signature|json"
     )
     print(f"\n--- cProfile of {name} under {CONNECTIONS} connections ({seconds:.0f} s) ---")
     print(stream.getvalue())
