@@ -130,7 +130,7 @@ async def _check(settings: Settings, as_json: bool, notify: bool) -> int:
     if as_json:
         print(json.dumps(check_json(views), ensure_ascii=False))
     else:
-        print(render_table(views, now))
+        print(render_table(views, now, settings.locale()))
     return exit_status(views)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -27,6 +27,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from bot.alerts import Policy
 from bot.errors import ConfigError
 from bot.quota import QUOTA_TYPES, QuotaType, Scope, ScopeKind, Threshold
+from bot.render.format import Locale
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -258,6 +259,10 @@ class Settings(BaseSettings):
     @property
     def timezone(self) -> ZoneInfo | None:
         return ZoneInfo(self.tz) if self.tz else None
+
+    def locale(self) -> Locale:
+        """The words and clock face every human-facing text is rendered with."""
+        return Locale.of(self.message_language, self.timezone or UTC)
 
     @property
     def effective_state_url(self) -> str:

@@ -73,6 +73,7 @@ class SlashCommands:
         self._worker = services.worker
         self._metrics = services.metrics
         self._stale_after = services.settings.poll_interval * 2
+        self._loc = services.settings.locale()
         self._signature = signature
         self._monotonic = monotonic
         self._replies: dict[str | None, _CachedReply] = {}
@@ -109,7 +110,7 @@ class SlashCommands:
         if command.action in ("help", "unknown"):
             # Usage needs only the configured scope names: no store read, and it still names
             # them while the store is down.
-            return render_reply(command, unread_views(self._scopes), self._clock())
+            return render_reply(command, unread_views(self._scopes), self._clock(), loc=self._loc)
         reply, _ = await self._from_store(command)
         return reply
 
@@ -168,9 +169,10 @@ class SlashCommands:
                 now,
                 store_error=problem,
                 stale_after=self._stale_after,
+                loc=self._loc,
             )
             return reply, False
-        return render_reply(command, views, now, stale_after=self._stale_after), True
+        return render_reply(command, views, now, stale_after=self._stale_after, loc=self._loc), True
 
     # refresh ---------------------------------------------------------------------------
 
@@ -198,7 +200,7 @@ class SlashCommands:
             return await self._fresh_reply(show, gathered.result())
         if not response_url:
             gathered.cancel()
-            return render_refresh_pending(command.scope)
+            return render_refresh_pending(command.scope, self._loc)
 
         async def follow_up() -> None:
             readings = await gathered
@@ -206,7 +208,7 @@ class SlashCommands:
             await _post_response_url(response_url, reply)
 
         self._spawn(follow_up())
-        return render_refresh_pending(command.scope)
+        return render_refresh_pending(command.scope, self._loc)
 
     async def _fresh_reply(
         self, command: Command, readings: Sequence[ScopeReading]
@@ -225,7 +227,7 @@ class SlashCommands:
             )
         except (StoreError, TimeoutError):
             views = unread_views(self._scopes, fresh)
-        return render_reply(command, views, now, stale_after=self._stale_after)
+        return render_reply(command, views, now, stale_after=self._stale_after, loc=self._loc)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)

@@ -115,6 +115,21 @@ async def test_table_output(sim: JPushSimulator, tmp_path: Path) -> None:
     assert any("shop" in line and "industry" in line for line in lines)
 
 
+async def test_table_in_chinese_with_times_in_tz(sim: JPushSimulator, tmp_path: Path) -> None:
+    sim.set_balance("shop", "industry", 999)
+    env = env_for(sim, tmp_path, MESSAGE_LANGUAGE="zh-CN", TZ="Asia/Shanghai")
+    rc, out, _ = await run_cli(["check"], env, tmp_path)
+    assert rc == 1
+    lines = out.splitlines()
+    assert lines[0].split() == ["范围", "类型", "余量", "级别", "阈值", "预计用完"]
+    assert any(line.split()[:4] == ["shop", "行业", "999", "预警"] for line in lines)
+    assert "121,981" in out and "全类型" in out and "营销" in out
+    assert lines[-1].startswith("总体：预警（退出码 1）") and lines[-1].endswith("北京时间")
+    # JSON is for programs: the same words in every language
+    rc, out, _ = await run_cli(["check", "--json"], env, tmp_path)
+    assert json.loads(out)["status"] == "warning"
+
+
 @pytest.mark.parametrize(
     ("extra", "variable"),
     [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
+import json
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -246,6 +247,32 @@ async def test_single_scope_and_help(client: TestClient[Any, Any]) -> None:
     body = form("help")
     reply = await (await client.post("/slack/commands", data=body, headers=signed(body, TS))).json()
     assert "refresh" in str(reply)
+
+
+async def test_replies_in_chinese_with_times_in_tz(
+    sim: JPushSimulator, clock: FixedClock, aiohttp_client: AiohttpClient
+) -> None:
+    settings = make_settings(sim, message_language="zh-CN", tz="Asia/Shanghai")
+    app = create_app(
+        settings,
+        store=SqliteStore(":memory:"),
+        notifier=ConsoleNotifier(io.StringIO()),
+        signature_clock=clock,
+    )
+    client = await aiohttp_client(app)
+    await wait_until(lambda: app[SERVICES].worker.last_cycle_at is not None, what="the first poll")
+    for text, words in [
+        ("", ["短信余量：严重", "account（账号）", "全类型", "语音", "121,981", "北京时间"]),
+        ("shop", ["shop 的短信余量：严重", "行业", "营销", "预警 &lt; 1,000"]),
+        ("help", ["用法", "已配置的范围"]),
+        ("refresh shop", ["shop 的短信余量"]),
+    ]:
+        body = form(text)
+        response = await client.post("/slack/commands", data=body, headers=signed(body, TS))
+        reply = json.dumps(await response.json(), ensure_ascii=False)
+        for word in words:
+            assert word in reply, (text, word)
+        assert "critical" not in reply and "Usage" not in reply
 
 
 async def test_without_signing_secret_the_route_is_503(
