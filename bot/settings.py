@@ -122,6 +122,8 @@ class Settings(BaseSettings):
     slack_webhook_url: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
     slack_signing_secret: SecretStr | None = None
+    # App-level token (xapp-...): slash commands and interactivity over Socket Mode.
+    slack_app_token: SecretStr | None = None
 
     # Chat robots beside Slack; each URL carries its credential, so all of these are secret.
     dingtalk_webhook_url: SecretStr | None = None
@@ -201,6 +203,15 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError("must be an IANA time zone name such as Asia/Shanghai") from None
         return name
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _app_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("xapp-"):
+            raise ValueError(
+                "must be an app-level token (xapp-...), from Basic Information > App-Level Tokens"
+            )
+        return value
 
     @field_validator("log_level")
     @classmethod

@@ -24,6 +24,7 @@ from bot.notify import Notifier
 from bot.settings import Settings
 from bot.slack_signature import MAX_BODY, SlackSignature
 from bot.slash import SlashCommands
+from bot.socket_mode import SocketMode
 from bot.store.base import StateStore
 from bot.views import load_views
 
@@ -34,6 +35,7 @@ SHUTDOWN_GRACE = 12.0
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
 SLASH: web.AppKey[SlashCommands] = web.AppKey("slash", SlashCommands)
+SOCKET_MODE: web.AppKey[SocketMode] = web.AppKey("socket_mode", SocketMode)
 
 
 def create_app(
@@ -57,6 +59,13 @@ def create_app(
     app = web.Application(client_max_size=MAX_BODY)
     app[SERVICES] = services
     app[SLASH] = slash
+    if settings.slack_app_token is not None:
+        # Beside the HTTP routes, not instead of them: both transports can be on at once.
+        app[SOCKET_MODE] = SocketMode(
+            settings.slack_app_token.get_secret_value(),
+            settings.slack_api_url,
+            slash=slash.reply,
+        )
     app.router.add_post("/slack/commands", slash.handle)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_handler)
@@ -68,7 +77,12 @@ def create_app(
 async def _lifetime(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES]
     services.worker.start()
+    socket_mode = app.get(SOCKET_MODE)
+    if socket_mode is not None:
+        socket_mode.start()
     yield
+    if socket_mode is not None:
+        await socket_mode.close()
     await services.worker.shutdown(SHUTDOWN_GRACE)
     await app[SLASH].close()
     await services.close()
@@ -96,7 +110,16 @@ async def healthz(request: web.Request) -> web.Response:
             "error": delivery.problem,
             "queued": delivery.queued,
         },
+        "socket_mode": "off",
+        "socket_mode_error": None,
     }
+    socket_mode = request.app.get(SOCKET_MODE)
+    if socket_mode is not None:
+        body["socket_mode"] = socket_mode.state.value
+        body["socket_mode_error"] = socket_mode.error
+        if socket_mode.error is not None and body["status"] == "ok":
+            # A refused app token: restarting would not help, so say so without a 503.
+            body["status"] = "degraded"
     return web.json_response(body, status=200 if health.serving else 503)
 
 
