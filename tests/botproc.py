@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import os
 import signal
 import socket
@@ -11,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 
@@ -157,3 +160,20 @@ async def run_cli(
     out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+async def post_slash(base_url: str, secret: str, text: str = "") -> tuple[int, dict[str, Any]]:
+    """A correctly signed /sms-balance request, as Slack sends it; (status, JSON reply)."""
+    body = urlencode({"command": "/sms-balance", "text": text}).encode()
+    timestamp = str(int(time.time()))
+    base = b"v0:" + timestamp.encode() + b":" + body
+    headers = {
+        "X-Slack-Request-Timestamp": timestamp,
+        "X-Slack-Signature": "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest(),
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(base_url + "/slack/commands", data=body, headers=headers) as r,
+    ):
+        return r.status, await r.json(content_type=None)

@@ -7,19 +7,16 @@ other tests share is never taken away.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import aiohttp
 import pytest
 import redis
-from botproc import BotProcess, free_port, wait_until
+from botproc import BotProcess, free_port, post_slash, wait_until
 from builders import StartSim
 from fake_slack import Answer, FakeSlack
 from redis_server import RedisServer, redis_server_binary
@@ -121,22 +118,9 @@ async def metrics(bot: BotProcess) -> str:
 
 async def slash(bot: BotProcess, text: str = "") -> dict[str, Any]:
     """A correctly signed /sms-balance request, answered within Slack's 3 seconds."""
-    body = urlencode({"command": "/sms-balance", "text": text}).encode()
-    timestamp = str(int(time.time()))
-    base = b"v0:" + timestamp.encode() + b":" + body
-    headers = {
-        "X-Slack-Request-Timestamp": timestamp,
-        "X-Slack-Signature": "v0="
-        + hmac.new(SIGNING_SECRET.encode(), base, hashlib.sha256).hexdigest(),
-        "Content-Type": "application/x-www-form-urlencoded",
-    }
     started = time.monotonic()
-    async with (
-        aiohttp.ClientSession() as s,
-        s.post(bot.base_url + "/slack/commands", data=body, headers=headers) as r,
-    ):
-        assert r.status == 200, await r.text()
-        reply: dict[str, Any] = await r.json()
+    status, reply = await post_slash(bot.base_url, SIGNING_SECRET, text)
+    assert status == 200, reply
     assert time.monotonic() - started < 3.0
     assert reply["response_type"] == "ephemeral"
     return reply

@@ -4,19 +4,14 @@ apps.connections.open and a websocket, and the pure pieces (backoff, refusals, a
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import re
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
-import aiohttp
 import pytest
-from botproc import BotProcess, free_port, run_cli, wait_until
+from botproc import BotProcess, free_port, post_slash, run_cli, wait_until
 from fake_socket_slack import FakeSocketSlack
 from world import APP_KEY, APP_SECRET, DEV_KEY, DEV_SECRET, healthy_simulator
 
@@ -121,22 +116,9 @@ async def socket_state(bot: BotProcess) -> str:
 
 
 async def http_command(bot: BotProcess, text: str) -> dict[str, Any]:
-    body = urlencode({"command": "/sms-balance", "text": text}).encode()
-    timestamp = str(int(time.time()))
-    base = b"v0:" + timestamp.encode() + b":" + body
-    headers = {
-        "X-Slack-Request-Timestamp": timestamp,
-        "X-Slack-Signature": "v0="
-        + hmac.new(SIGNING_SECRET.encode(), base, hashlib.sha256).hexdigest(),
-        "Content-Type": "application/x-www-form-urlencoded",
-    }
-    async with (
-        aiohttp.ClientSession() as s,
-        s.post(bot.base_url + "/slack/commands", data=body, headers=headers) as r,
-    ):
-        assert r.status == 200
-        reply: dict[str, Any] = await r.json()
-        return reply
+    status, reply = await post_slash(bot.base_url, SIGNING_SECRET, text)
+    assert status == 200, reply
+    return reply
 
 
 def slash_payload(text: str) -> dict[str, str]:
@@ -204,23 +186,19 @@ async def test_slash_command_and_block_actions_over_socket_mode_and_reconnects(
     ack = await socket_slack.wait_ack(envelope)
     assert ack.seconds < 3.0 and ack.body["envelope_id"] == envelope
 
-    # Slack closes the socket: the bot opens a new connection by itself.
-    await socket_slack.close_socket()
-    await wait_until(
-        lambda: socket_slack.connections == 2 and socket_slack.open_sockets == 1,
-        timeout=20,
-        what="a reconnect after the socket closed",
-    )
-    await wait_until(connected, timeout=20, what="connected again")
-
-    # Slack asks for a refresh: the bot leaves the old socket for a new one.
-    await socket_slack.send_disconnect()
-    await wait_until(
-        lambda: socket_slack.connections == 3 and socket_slack.open_sockets == 1,
-        timeout=20,
-        what="a reconnect after a disconnect message",
-    )
-    await wait_until(connected, timeout=20, what="connected again")
+    # Slack closes the socket, then asks for a refresh: each time the bot leaves the old
+    # socket for a new one by itself.
+    for drop, connections in (
+        (socket_slack.close_socket, 2),
+        (socket_slack.send_disconnect, 3),
+    ):
+        await drop()
+        await wait_until(
+            lambda n=connections: socket_slack.connections == n and socket_slack.open_sockets == 1,
+            timeout=20,
+            what=f"a reconnect after {drop.__name__}",
+        )
+        await wait_until(connected, timeout=20, what="connected again")
     envelope = await socket_slack.send_envelope("slash_commands", slash_payload("help"))
     ack = await socket_slack.wait_ack(envelope)
     assert ack.seconds < 3.0 and "account" in json.dumps(ack.body["payload"])
