@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from botproc import BotProcess, free_port, post_slash, run_cli, wait_until
+from fake_slack import FakeSlack
 from fake_socket_slack import FakeSocketSlack
 from world import APP_KEY, APP_SECRET, DEV_KEY, DEV_SECRET, healthy_simulator
 
@@ -218,6 +219,34 @@ async def test_slash_command_and_block_actions_over_socket_mode_and_reconnects(
     socket_slack.available = True
     await wait_until(connected, timeout=40, what="connected after the outage")
     assert "Traceback" not in bot.stderr()
+
+
+async def test_slow_refresh_is_acked_at_once_and_finished_through_response_url(
+    sim: JPushSimulator,
+    socket_slack: FakeSocketSlack,
+    slack: FakeSlack,
+    tmp_path: Path,
+    bots: list[BotProcess],
+) -> None:
+    bot = await start_bot(bot_env(sim, socket_slack, tmp_path), tmp_path, bots)
+    await wait_until(lambda: _cycle_done(bot), timeout=20, what="the first poll cycle")
+    await wait_until(lambda: socket_slack.open_sockets == 1, timeout=20, what="a websocket")
+    sim.set_latency(DEV_KEY, 4.0)  # JPush answers after Slack's 3 seconds
+    sim.set_balance(DEV_KEY, "voice", 4321)
+    payload = slash_payload("refresh account")
+    payload["response_url"] = slack.url + "/response/T1/42"
+    envelope = await socket_slack.send_envelope("slash_commands", payload)
+    ack = await socket_slack.wait_ack(envelope)
+    assert ack.seconds < 3.0
+    pending = json.dumps(ack.body["payload"])
+    assert ":hourglass_flowing_sand:" in pending and "4,321" not in pending  # on its way
+
+    def followed_up() -> bool:
+        return any("4,321" in json.dumps(p.body) for p in slack.attempts("/response/T1/42"))
+
+    await wait_until(followed_up, timeout=20, what="the fresh numbers through response_url")
+    # SIGTERM with the socket open: stops cleanly, as without Socket Mode.
+    assert await bot.terminate() == 0
 
 
 async def _cycle_done(bot: BotProcess) -> bool:
