@@ -38,7 +38,7 @@ class FakeSocketSlack:
 
     @property
     def open_sockets(self) -> int:
-        return sum(1 for ws in self._sockets if not ws.closed)
+        return len(self._live())
 
     async def start(self) -> str:
         app = web.Application()
@@ -61,7 +61,10 @@ class FakeSocketSlack:
 
     # what tests do ----------------------------------------------------------------------
 
-    async def send_envelope(self, kind: str, payload: dict[str, Any]) -> str:
+    async def send_envelope(
+        self, kind: str, payload: dict[str, Any], *, socket: int | None = None
+    ) -> str:
+        """Send an envelope on the newest open websocket, or on the `socket`-th open one."""
         envelope_id = f"env-{next(self._ids)}"
         message = {
             "envelope_id": envelope_id,
@@ -69,7 +72,7 @@ class FakeSocketSlack:
             "payload": payload,
             "accepts_response_payload": kind != "events_api",
         }
-        ws = self._current()
+        ws = self._current() if socket is None else self._live()[socket]
         self._sent[envelope_id] = time.monotonic()
         await ws.send_str(json.dumps(message))
         return envelope_id
@@ -94,8 +97,11 @@ class FakeSocketSlack:
         message = {"type": "disconnect", "reason": reason, "debug_info": {"host": "fake"}}
         await self._current().send_str(json.dumps(message))
 
+    def _live(self) -> list[web.WebSocketResponse]:
+        return [ws for ws in self._sockets if not ws.closed]
+
     def _current(self) -> web.WebSocketResponse:
-        live = [ws for ws in self._sockets if not ws.closed]
+        live = self._live()
         assert live, "no websocket is open"
         return live[-1]
 

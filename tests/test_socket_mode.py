@@ -249,6 +249,33 @@ async def test_slow_refresh_is_acked_at_once_and_finished_through_response_url(
     assert await bot.terminate() == 0
 
 
+async def test_replicas_each_hold_a_connection_and_answer_from_the_shared_state(
+    sim: JPushSimulator,
+    socket_slack: FakeSocketSlack,
+    redis_url: str,
+    tmp_path: Path,
+    bots: list[BotProcess],
+) -> None:
+    replicas = [
+        await start_bot(bot_env(sim, socket_slack, tmp_path, STATE_URL=redis_url), tmp_path, bots)
+        for _ in range(2)
+    ]
+    await wait_until(lambda: socket_slack.open_sockets == 2, timeout=20, what="two websockets")
+    for bot in replicas:
+        await wait_until(lambda b=bot: _cycle_done(b), timeout=20, what="a cycle, shared")
+    # Slack gives each envelope to one connection; either replica answers the same.
+    replies = []
+    for socket in (0, 1):
+        envelope = await socket_slack.send_envelope(
+            "slash_commands", slash_payload("account"), socket=socket
+        )
+        ack = await socket_slack.wait_ack(envelope)
+        assert ack.seconds < 3.0
+        replies.append(without_relative_times(ack.body["payload"]))
+    assert replies[0] == replies[1]
+    assert "100,000" in replies[0]
+
+
 async def _cycle_done(bot: BotProcess) -> bool:
     return (await healthz(bot))["last_cycle_at"] is not None
 
