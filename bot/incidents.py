@@ -19,211 +19,41 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from enum import StrEnum
-from typing import Any
 
-from bot.alerts_types import Event, EventKind
+from bot.alerts_types import (
+    CLOSING_EVENTS,
+    Ack,
+    Event,
+    EventKind,
+    Incident,
+    IncidentBook,
+    Notice,
+    NoticeKind,
+    Op,
+    OpKind,
+    Snooze,
+)
 from bot.quota import Level
 
-# Events that close a condition; every other kind opens or restates one.
-_CLOSING = frozenset({EventKind.RESOLVED, EventKind.FETCH_RECOVERED})
+__all__ = [
+    "Ack",
+    "Incident",
+    "IncidentBook",
+    "IncidentPolicy",
+    "NoIncident",
+    "Notice",
+    "NoticeKind",
+    "Op",
+    "OpKind",
+    "Plan",
+    "Snooze",
+    "act",
+    "step",
+]
+
+_CLOSING = CLOSING_EVENTS
 FLOOD_ROOTS = 5  # more new incidents than this in one channel and cycle share one summary root
 MAX_TOP_LEVEL = 6  # new channel-visible messages per channel and cycle, broadcasts included
-
-
-class OpKind(StrEnum):
-    ROOT = "root"  # chat.postMessage, top level
-    REPLY = "reply"  # chat.postMessage with thread_ts (and maybe reply_broadcast)
-    UPDATE = "update"  # chat.update of the root
-
-
-class NoticeKind(StrEnum):
-    ACK = "ack"
-    UNACK = "unack"
-    SNOOZE = "snooze"
-    UNSNOOZE = "unsnooze"
-    SNOOZE_OVER = "snooze_over"
-    RESOLVED = "resolved"
-
-
-@dataclass(frozen=True, slots=True)
-class Ack:
-    by: str  # Slack user id
-    at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Snooze:
-    by: str
-    until: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Notice:
-    """A thread line that is not an alert event: who acknowledged, snoozed, or that it ended."""
-
-    kind: NoticeKind
-    by: str | None = None
-    until: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Incident:
-    id: str
-    scope: str
-    channel: str
-    opened_at: datetime
-    root_id: str  # id of the operation that posts the root (shared by a flood summary)
-    # The latest event of every open condition, by alert key: what the root shows.
-    alerts: Mapping[str, Event] = field(default_factory=dict)
-    root_ts: str | None = None  # set once Slack accepted the root
-    ack: Ack | None = None
-    snooze: Snooze | None = None
-    closed_at: datetime | None = None
-
-    @property
-    def level(self) -> Level:
-        """The worst open level: critical if any alert is critical, else warning."""
-        if any(e.level is Level.CRITICAL for e in self.alerts.values()):
-            return Level.CRITICAL
-        return Level.WARNING
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "scope": self.scope,
-            "channel": self.channel,
-            "opened_at": self.opened_at.isoformat(),
-            "root_id": self.root_id,
-            "alerts": {k: e.to_json() for k, e in sorted(self.alerts.items())},
-            "root_ts": self.root_ts,
-            "ack": {"by": self.ack.by, "at": self.ack.at.isoformat()} if self.ack else None,
-            "snooze": (
-                {"by": self.snooze.by, "until": self.snooze.until.isoformat()}
-                if self.snooze
-                else None
-            ),
-            "closed_at": self.closed_at.isoformat() if self.closed_at else None,
-        }
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> Incident:
-        ack = d.get("ack")
-        snooze = d.get("snooze")
-        return cls(
-            id=d["id"],
-            scope=d["scope"],
-            channel=d["channel"],
-            opened_at=datetime.fromisoformat(d["opened_at"]),
-            root_id=d["root_id"],
-            alerts={k: Event.from_json(e) for k, e in d.get("alerts", {}).items()},
-            root_ts=d.get("root_ts"),
-            ack=Ack(ack["by"], datetime.fromisoformat(ack["at"])) if ack else None,
-            snooze=(
-                Snooze(snooze["by"], datetime.fromisoformat(snooze["until"])) if snooze else None
-            ),
-            closed_at=datetime.fromisoformat(d["closed_at"]) if d.get("closed_at") else None,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class IncidentBook:
-    """The open incidents, at most one per scope."""
-
-    open: Mapping[str, Incident] = field(default_factory=dict)  # by scope
-
-    def to_json(self) -> dict[str, Any]:
-        return {"open": {s: i.to_json() for s, i in sorted(self.open.items())}}
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any] | None) -> IncidentBook:
-        if not d:
-            return cls()
-        return cls(open={s: Incident.from_json(i) for s, i in d.get("open", {}).items()})
-
-    def record_root(self, root_id: str, ts: str) -> IncidentBook:
-        """Slack accepted the root posted by operation `root_id` as message `ts`."""
-        changed = {
-            s: replace(i, root_ts=ts)
-            for s, i in self.open.items()
-            if i.root_id == root_id and i.root_ts != ts
-        }
-        if not changed:
-            return self
-        return IncidentBook(open={**self.open, **changed})
-
-
-@dataclass(frozen=True, slots=True)
-class Op:
-    """One Slack call to make, in order, for one root conversation.
-
-    `views` is the state a ROOT or UPDATE shows (several incidents for a flood summary);
-    `events`/`notice` is what a REPLY says. `keys` are the alert keys whose announcement this
-    operation carries (they stop being pending when it is delivered).
-    """
-
-    id: str
-    kind: OpKind
-    channel: str
-    root_id: str  # for ROOT: its own id
-    views: tuple[Incident, ...] = ()
-    events: tuple[Event, ...] = ()
-    notice: Notice | None = None
-    broadcast: bool = False
-    mention: bool = False  # put the critical mention in front
-    keys: tuple[str, ...] = ()
-
-    @property
-    def top_level(self) -> bool:
-        """Whether the channel sees it as a new message."""
-        return self.kind is OpKind.ROOT or (self.kind is OpKind.REPLY and self.broadcast)
-
-    def to_json(self) -> dict[str, Any]:
-        n = self.notice
-        return {
-            "id": self.id,
-            "kind": self.kind.value,
-            "channel": self.channel,
-            "root_id": self.root_id,
-            "views": [v.to_json() for v in self.views],
-            "events": [e.to_json() for e in self.events],
-            "notice": (
-                {
-                    "kind": n.kind.value,
-                    "by": n.by,
-                    "until": n.until.isoformat() if n.until else None,
-                }
-                if n
-                else None
-            ),
-            "broadcast": self.broadcast,
-            "mention": self.mention,
-            "keys": list(self.keys),
-        }
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> Op:
-        n = d.get("notice")
-        return cls(
-            id=d["id"],
-            kind=OpKind(d["kind"]),
-            channel=d["channel"],
-            root_id=d["root_id"],
-            views=tuple(Incident.from_json(v) for v in d.get("views", [])),
-            events=tuple(Event.from_json(e) for e in d.get("events", [])),
-            notice=(
-                Notice(
-                    kind=NoticeKind(n["kind"]),
-                    by=n.get("by"),
-                    until=datetime.fromisoformat(n["until"]) if n.get("until") else None,
-                )
-                if n
-                else None
-            ),
-            broadcast=bool(d.get("broadcast", False)),
-            mention=bool(d.get("mention", False)),
-            keys=tuple(d.get("keys", [])),
-        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,7 +89,8 @@ class Monitor:
                 if events
                 else None
             )
-            if await self._store.commit_cycle(CycleCommit(readings, new_book, message), version):
+            commit = CycleCommit(readings, new_book, [message] if message else [])
+            if await self._store.commit_cycle(commit, version):
                 break
             # Another process committed in between (a replica, or `check --notify` from cron):
             # evaluate again against what it wrote, so no transition is recorded twice.

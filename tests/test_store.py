@@ -12,7 +12,7 @@ import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,11 +23,13 @@ from redis_server import RedisServer
 
 from bot.alerts_types import AlertBook, AlertKind, Event, EventKind, OpenAlert, ScopeHealth
 from bot.errors import ConfigError, StoreError
+from bot.incidents import IncidentPolicy
+from bot.incidents import step as incidents_step
 from bot.quota import FetchError, Level, QuotaType, ScopeKind, ScopeReading
-from bot.store.base import CycleCommit, OutboxMessage, StateStore
+from bot.store.base import CycleCommit, OutboxMessage, Receipt, StateStore
 from bot.store.factory import make_store
 from bot.store.redis import RedisStore
-from bot.store.sqlite import SCHEMA_VERSION, SqliteStore
+from bot.store.sqlite import _SCHEMA_V1, SCHEMA_VERSION, SqliteStore
 from bot.store.urls import redact_url
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -173,7 +175,7 @@ async def test_commit_cycle_round_trip(store: StateStore) -> None:
     book = book_pending(NOW, "account/balance")
     msg = message(NOW, fired("account", B, NOW))
 
-    assert await store.commit_cycle(CycleCommit(readings, book, msg), expected_version=0)
+    assert await store.commit_cycle(CycleCommit(readings, book, [msg]), expected_version=0)
 
     assert await store.load_book() == (book, 1)
     assert await store.latest_readings() == {r.scope: r for r in readings}
@@ -192,7 +194,7 @@ async def test_version_conflict_writes_nothing(store: StateStore) -> None:
     first = CycleCommit(
         [ok("account", NOW)],
         book_pending(NOW, "account/balance"),
-        message(NOW, fired("account", B, NOW)),
+        [message(NOW, fired("account", B, NOW))],
     )
     assert await store.commit_cycle(first, 0)
     before = await snapshot(store)
@@ -201,7 +203,7 @@ async def test_version_conflict_writes_nothing(store: StateStore) -> None:
     stale = CycleCommit(
         [ok("account", later, balance=1), ok("shop", later)],
         book_pending(later, "shop/voice"),
-        message(later, fired("shop", V, later)),
+        [message(later, fired("shop", V, later))],
     )
     for wrong in (0, 2, 7):
         assert not await store.commit_cycle(stale, expected_version=wrong)
@@ -214,7 +216,7 @@ async def test_concurrent_commits_same_store_exactly_one_wins(store: StateStore)
         CycleCommit(
             [ok("account", NOW, balance=n)],
             book_pending(NOW, f"app{n}/voice"),
-            message(NOW, fired(f"app{n}", V, NOW)),
+            [message(NOW, fired(f"app{n}", V, NOW))],
         )
         for n in range(4)
     ]
@@ -223,7 +225,7 @@ async def test_concurrent_commits_same_store_exactly_one_wins(store: StateStore)
     assert sorted(results) == [False, False, False, True]
     winner = commits[results.index(True)]
     assert await store.load_book() == (winner.book, 1)
-    assert await store.pending_messages() == [winner.message]
+    assert await store.pending_messages() == list(winner.messages)
     assert await store.latest_readings() == {"account": winner.readings[0]}
 
 
@@ -232,8 +234,8 @@ async def test_concurrent_commits_two_instances_exactly_one_wins(stores: Opener)
     b: StateStore = await stores()
     for version in range(5):
         at = NOW + version * MIN
-        ca = CycleCommit([ok("account", at, balance=1)], book_pending(at, "a/voice"), message(at))
-        cb = CycleCommit([ok("account", at, balance=2)], book_pending(at, "b/voice"), message(at))
+        ca = CycleCommit([ok("account", at, balance=1)], book_pending(at, "a/voice"), [message(at)])
+        cb = CycleCommit([ok("account", at, balance=2)], book_pending(at, "b/voice"), [message(at)])
         results = await asyncio.gather(a.commit_cycle(ca, version), b.commit_cycle(cb, version))
         assert sorted(results) == [False, True]
         winner = ca if results[0] else cb
@@ -359,7 +361,7 @@ async def queue(
     for n in range(count):
         at = NOW + n * MIN
         msg = message(at, fired("account", B, at), fired("shop", V, at))
-        assert await store.commit_cycle(CycleCommit([], book or AlertBook(), msg), version + n)
+        assert await store.commit_cycle(CycleCommit([], book or AlertBook(), [msg]), version + n)
         messages.append(msg)
     return messages
 
@@ -381,8 +383,9 @@ async def test_claims(store: StateStore) -> None:
     later = NOW + 2 * lease
     assert await store.claim_message(msg.id, "b", later + lease, later)
     assert not await store.claim_message(msg.id, "a", later + lease, later + MIN / 2)
-    # Claimed messages are still pending (the claim holder may crash).
-    assert await store.pending_messages() == [msg]
+    # Claimed messages are still pending (the claim holder may crash), marked as attempted
+    # from the first claim on: a send may have reached Slack.
+    assert await store.pending_messages() == [replace(msg, attempted_at=NOW)]
     assert not await store.claim_message("no-such-id", "a", NOW + lease, NOW)
 
 
@@ -451,6 +454,58 @@ async def test_record_failure_counts_and_releases(store: StateStore) -> None:
     await store.record_failure("no-such-id", "x", NOW)  # ignored
 
 
+async def test_attempted_at_kept_only_when_maybe_sent(store: StateStore) -> None:
+    [msg] = await queue(store, 1)
+    assert await store.claim_message(msg.id, "a", NOW + MIN, NOW)
+    await store.record_failure(msg.id, "connection lost", NOW, maybe_sent=True)
+    assert await store.claim_message(msg.id, "b", NOW + 2 * MIN, NOW + MIN)
+    [pending] = await store.pending_messages()
+    assert pending.attempted_at == NOW  # the first attempt's time, for the look-up window
+    await store.record_failure(msg.id, "slack said 500", NOW + MIN)
+    [pending] = await store.pending_messages()
+    assert pending.attempted_at is None
+
+
+async def test_destinations_have_their_own_queues(store: StateStore) -> None:
+    event = fired("account", B, NOW)
+    slack = message(NOW, event)
+    chat = replace(message(NOW, event), destination="dingtalk")
+    assert await store.commit_cycle(CycleCommit([], AlertBook(), [slack, chat]), 0)
+    assert await store.pending_messages() == [slack]
+    assert await store.pending_messages(destination="dingtalk") == [chat]
+    assert await store.pending_messages(destination="feishu") == []
+    await store.mark_delivered(chat.id, NOW)
+    assert await store.pending_messages(destination="dingtalk") == []
+    assert await store.pending_messages() == [slack]
+
+
+async def test_incident_operations_and_root_ts(store: StateStore) -> None:
+    event = fired("account", B, NOW)
+    plan = incidents_step(AlertBook().incidents, [event], NOW, IncidentPolicy(channel="C"), "c1")
+    book = replace(book_pending(NOW, "account/balance"), incidents=plan.book)
+    [root_op] = plan.ops
+    root = OutboxMessage(id=root_op.id, created_at=NOW, events=(), op=root_op)
+    assert await store.commit_cycle(CycleCommit([], book, [root]), 0)
+    [pending] = await store.pending_messages()
+    assert pending == root and pending.kind == "root" and pending.keys == ["account/balance"]
+    assert await store.delivered_ts(root.id) is None
+
+    await store.mark_delivered(root.id, NOW + MIN, Receipt(ts="100.000200", root_id=root.id))
+    stored, _ = await store.load_book()
+    assert stored.incidents.open["account"].root_ts == "100.000200"
+    assert not stored.alerts["account/balance"].pending
+    assert await store.delivered_ts(root.id) == "100.000200"
+
+    # A later message that had to post a fresh root moves the root's ts for every reader.
+    later = OutboxMessage(id=OutboxMessage.new_id(NOW + MIN), created_at=NOW, events=())
+    assert await store.commit_cycle(CycleCommit([], stored, [later]), 2)
+    await store.mark_delivered(later.id, NOW + 2 * MIN, Receipt("200.000300", root_id=root.id))
+    assert await store.delivered_ts(root.id) == "200.000300"
+    assert await store.delivered_ts(later.id) == "200.000300"
+    stored, _ = await store.load_book()
+    assert stored.incidents.open["account"].root_ts == "200.000300"
+
+
 # lease and meta -----------------------------------------------------------------------------
 
 
@@ -495,7 +550,7 @@ async def test_a_new_instance_sees_everything(stores: Opener) -> None:
     book = book_pending(NOW, "account/balance")
     readings = [ok("account", NOW), failed("shop", NOW)]
     msg = message(NOW, fired("account", B, NOW))
-    assert await first.commit_cycle(CycleCommit(readings, book, msg), 0)
+    assert await first.commit_cycle(CycleCommit(readings, book, [msg]), 0)
     await first.set_meta("last_cycle_at", NOW.isoformat())
     assert await first.acquire_lease("a", timedelta(minutes=5), NOW)
     assert await first.claim_message(msg.id, "a", NOW + MIN, NOW)
@@ -505,7 +560,8 @@ async def test_a_new_instance_sees_everything(stores: Opener) -> None:
     assert await second.load_book() == (book, 1)
     assert await second.latest_readings() == {r.scope: r for r in readings}
     assert await second.history("account", B, NOW) == [(NOW, 900)]
-    assert await second.pending_messages() == [msg]
+    # Claimed by a process that is gone: the next sender must look before posting again.
+    assert await second.pending_messages() == [replace(msg, attempted_at=NOW)]
     assert await second.get_meta("last_cycle_at") == NOW.isoformat()
     assert not await second.acquire_lease("b", timedelta(minutes=5), NOW)
     assert not await second.claim_message(msg.id, "b", NOW + MIN, NOW)
@@ -522,6 +578,27 @@ async def test_sqlite_schema_version_and_wal(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_sqlite_version_1_queue_upgrades_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as conn:
+        for statement in _SCHEMA_V1.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        msg = message(NOW, fired("account", B, NOW))
+        conn.execute(
+            "INSERT INTO outbox (id, created_at, events_json, attempts) VALUES (?, ?, ?, 0)",
+            (msg.id, NOW.isoformat(), msg.encode().events),
+        )
+        conn.execute("PRAGMA user_version = 1")
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        # A message queued by the previous version is the primary destination's, as before.
+        assert await store.pending_messages() == [msg]
+    finally:
+        await store.close()
 
 
 async def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from bot.alerts_types import AlertBook, Event
+from bot.alerts_types import AlertBook, Event, Op
 from bot.clock import Clock, utcnow
 from bot.errors import StoreError
 from bot.quota import FetchError, QuotaType, ScopeKind, ScopeReading
@@ -40,6 +40,9 @@ CAS_ATTEMPTS = 50
 META_LAST_CYCLE = "last_cycle_at"  # ISO time of the last committed poll cycle
 META_FORECASTS = "forecasts"  # that cycle's forecasts (bot.forecast.encode_forecasts)
 META_SLACK_NOT_BEFORE = "slack_not_before"  # no delivery before this ISO time (429/backoff)
+# The bot's own alert channel: Slack (Web API or webhook) or the terminal. Other destinations
+# (team chats) have queues of their own under their own names.
+PRIMARY = "slack"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
@@ -59,16 +62,33 @@ def from_us(micros: int) -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class OutboxMessage:
-    """One grouped alert message waiting for (or past) delivery."""
+    """One message for one destination, waiting for (or past) delivery.
+
+    Either one cycle's events grouped into one message (`op` None), or one Slack incident
+    operation (post a root, reply in its thread, update it). Each destination drains its own
+    queue in id order, so an incident's root is always sent before its replies and updates.
+    """
 
     id: str  # sorts in creation order
     created_at: datetime
     events: tuple[Event, ...]
     attempts: int = 0
     last_error: str | None = None
+    destination: str = PRIMARY
+    op: Op | None = None
+    # Set when a send started that may have reached the destination (no answer came back);
+    # the next attempt looks the message up first instead of sending it twice.
+    attempted_at: datetime | None = None
+
+    @property
+    def kind(self) -> str:
+        """`grouped`, or the incident operation: `root`, `reply`, `update`."""
+        return self.op.kind.value if self.op is not None else "grouped"
 
     @property
     def keys(self) -> list[str]:
+        if self.op is not None:
+            return sorted(self.op.keys)
         return sorted({event.key for event in self.events})
 
     @staticmethod
@@ -83,6 +103,9 @@ class OutboxMessage:
             events=json.dumps([e.to_json() for e in self.events], separators=(",", ":")),
             attempts=self.attempts,
             last_error=self.last_error,
+            destination=self.destination,
+            op=json.dumps(self.op.to_json(), separators=(",", ":")) if self.op else None,
+            attempted_at_us=to_us(self.attempted_at) if self.attempted_at else None,
         )
 
     @classmethod
@@ -93,6 +116,11 @@ class OutboxMessage:
             events=decode_events(stored.events),
             attempts=stored.attempts,
             last_error=stored.last_error,
+            destination=stored.destination,
+            op=Op.from_json(json.loads(stored.op)) if stored.op else None,
+            attempted_at=(
+                from_us(stored.attempted_at_us) if stored.attempted_at_us is not None else None
+            ),
         )
 
 
@@ -106,7 +134,7 @@ class CycleCommit:
 
     readings: Sequence[ScopeReading]
     book: AlertBook
-    message: OutboxMessage | None = None
+    messages: Sequence[OutboxMessage] = ()
 
 
 # What the backends store: encoded values only ------------------------------------------------
@@ -119,6 +147,17 @@ class StoredMessage:
     events: str  # JSON list of Event.to_json()
     attempts: int = 0
     last_error: str | None = None
+    destination: str = PRIMARY
+    op: str | None = None  # JSON of an incident operation (Op.to_json())
+    attempted_at_us: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What a delivered message became: its Slack `ts`, and the incident root it now is."""
+
+    ts: str | None = None
+    root_id: str | None = None  # the root (outbox id) whose message is now `ts`
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,12 +171,12 @@ class Point:
 @dataclass(frozen=True, slots=True)
 class Batch:
     """One atomic write: latest readings, history points, and optionally the alert book (under
-    a version check) and one outbox message."""
+    a version check) and outbox messages (each into its destination's queue)."""
 
     latest: dict[str, str] = field(default_factory=dict)  # scope -> reading JSON
     points: list[Point] = field(default_factory=list)
     book: str | None = None  # the new alert book's JSON; None leaves it alone
-    message: StoredMessage | None = None
+    messages: list[StoredMessage] = field(default_factory=list)
 
 
 class Backend(Protocol):
@@ -168,25 +207,35 @@ class Backend(Protocol):
         """Drop history (and delivered messages) older than `before_us`, and cap the series in
         `capped` (every series when None) to the backend's maximum; returns items removed."""
 
-    async def pending(self, limit: int) -> list[StoredMessage]:
-        """Undelivered messages, oldest first (claimed ones included)."""
+    async def pending(self, limit: int, destination: str) -> list[StoredMessage]:
+        """Undelivered messages of one destination, oldest first (claimed ones included)."""
 
-    async def message_events(self, message_id: str) -> str | None:
-        """The events JSON of an undelivered message, or None."""
+    async def queued(self, message_id: str) -> StoredMessage | None:
+        """An undelivered message, or None."""
 
     async def claim(self, message_id: str, holder: str, until: datetime, now: datetime) -> bool:
         """Take the right to send an undelivered message until `until`, unless another holder
-        has an unexpired claim."""
+        has an unexpired claim; on success set its attempted_at to `now` unless already set."""
 
     async def deliver(
-        self, message_id: str, now: datetime, expected_version: int, book: str | None
+        self,
+        message_id: str,
+        now: datetime,
+        expected_version: int,
+        book: str | None,
+        receipt: Receipt,
     ) -> bool:
         """Atomically: unless the book's version moved from `expected_version` (then False,
-        nothing written), take the message out of the queue and, when `book` is given, store
-        it as version expected_version + 1. True (and nothing written) if already delivered."""
+        nothing written), take the message out of the queue, keep `receipt.ts` as its ts (and
+        as `receipt.root_id`'s, when given) and, when `book` is given, store it as version
+        expected_version + 1. True (and nothing written) if already delivered."""
 
-    async def record_failure(self, message_id: str, error: str) -> None:
-        """Count a failed attempt on an undelivered message and release its claim."""
+    async def delivered_ts(self, message_id: str) -> str | None:
+        """The ts kept for a delivered message, or None."""
+
+    async def record_failure(self, message_id: str, error: str, maybe_sent: bool) -> None:
+        """Count a failed attempt on an undelivered message and release its claim; unless
+        `maybe_sent`, clear its attempted_at."""
 
     async def acquire_lease(self, holder: str, ttl: timedelta, now: datetime) -> bool: ...
 
@@ -234,15 +283,15 @@ class StateStore:
 
     async def commit_cycle(self, commit: CycleCommit, expected_version: int) -> bool:
         """Atomically: store the readings as latest, append successful values to history,
-        replace the alert book (version becomes expected_version + 1) and append the message
-        to the outbox. Returns False and writes nothing when the stored version is no longer
-        `expected_version` (another process committed first)."""
+        replace the alert book (version becomes expected_version + 1) and append the messages
+        to their destinations' queues. Returns False and writes nothing when the stored
+        version is no longer `expected_version` (another process committed first)."""
         batch = self._batch(commit.readings)
         batch = Batch(
             latest=batch.latest,
             points=batch.points,
             book=encode_book(commit.book),
-            message=commit.message.encode() if commit.message is not None else None,
+            messages=[m.encode() for m in commit.messages],
         )
         if not await self.backend.write(batch, expected_version):
             return False
@@ -276,39 +325,56 @@ class StateStore:
         return await self.backend.prune(to_us(before), None)
 
     # outbox ----------------------------------------------------------------------------
-    async def pending_messages(self, limit: int = 50) -> list[OutboxMessage]:
-        """Undelivered messages, oldest first (claimed ones included)."""
+    async def pending_messages(
+        self, limit: int = 50, destination: str = PRIMARY
+    ) -> list[OutboxMessage]:
+        """Undelivered messages of one destination, oldest first (claimed ones included)."""
         if limit <= 0:
             return []
-        return [OutboxMessage.decode(m) for m in await self.backend.pending(limit)]
+        return [OutboxMessage.decode(m) for m in await self.backend.pending(limit, destination)]
 
     async def claim_message(
         self, message_id: str, holder: str, until: datetime, now: datetime
     ) -> bool:
         """Take the right to send a message until `until`. True if this holder now has it
         (unclaimed, claim expired, or already ours); False if someone else holds it or it
-        was delivered."""
+        was delivered. A successful claim sets `attempted_at` (if unset) to `now`: from
+        here on a send may reach the destination without us hearing back."""
         return await self.backend.claim(message_id, holder, until, now)
 
-    async def mark_delivered(self, message_id: str, now: datetime) -> None:
-        """The message reached Slack: it leaves the queue, and in the same atomic step the
-        alert book's entries for its keys stop being pending (`AlertBook.mark_delivered`)."""
+    async def mark_delivered(
+        self, message_id: str, now: datetime, receipt: Receipt | None = None
+    ) -> None:
+        """The message reached its destination: it leaves the queue, and in the same atomic
+        step the alert book's entries for its keys stop being pending
+        (`AlertBook.mark_delivered`). With a receipt's `root_id`, its `ts` becomes that
+        incident root's message (`AlertBook.record_root`, and `delivered_ts(root_id)`)."""
+        receipt = receipt or Receipt()
         for _ in range(CAS_ATTEMPTS):
-            events = await self.backend.message_events(message_id)
-            if events is None:
+            stored = await self.backend.queued(message_id)
+            if stored is None:
                 return  # already delivered (or never queued)
             book, version = await self.load_book()
-            keys = sorted({event.key for event in decode_events(events)})
-            updated = book.mark_delivered(keys, now)
+            updated = book.mark_delivered(OutboxMessage.decode(stored).keys, now)
+            if receipt.ts is not None and receipt.root_id is not None:
+                updated = updated.record_root(receipt.root_id, receipt.ts)
             # An unchanged book keeps its version, so an in-flight cycle need not retry.
             new_book = None if updated == book else encode_book(updated)
-            if await self.backend.deliver(message_id, now, version, new_book):
+            if await self.backend.deliver(message_id, now, version, new_book, receipt):
                 return
         raise StoreError("could not mark a message delivered: the alert state kept changing")
 
-    async def record_failure(self, message_id: str, error: str, now: datetime) -> None:
-        """A delivery attempt failed: count it, keep the message queued, release the claim."""
-        await self.backend.record_failure(message_id, error)
+    async def delivered_ts(self, message_id: str) -> str | None:
+        """The Slack `ts` kept for a delivered message (None: unknown or not delivered)."""
+        return await self.backend.delivered_ts(message_id)
+
+    async def record_failure(
+        self, message_id: str, error: str, now: datetime, *, maybe_sent: bool = False
+    ) -> None:
+        """A delivery attempt failed: count it, keep the message queued, release the claim.
+        `maybe_sent` False (the destination answered with an error) clears `attempted_at`;
+        True (timeout, connection lost) keeps it, so the next attempt looks first."""
+        await self.backend.record_failure(message_id, error, maybe_sent)
 
     # poller lease (one poller among replicas) ------------------------------------------
     async def acquire_lease(self, holder: str, ttl: timedelta, now: datetime) -> bool:

@@ -8,8 +8,12 @@ half-applied by a dropped connection. Keys, under `{prefix}:`:
   latest                        hash: scope -> reading JSON
   history:{scope}:{type}        sorted set: score ts_us, member "{ts_us}:{value}"
   history:series                set of the history keys, so pruning needs no SCAN
-  outbox                        sorted set of message ids (score 0: ids sort by creation time)
-  outbox:msg:{id}               hash: created_at, events, attempts, last_error
+  outbox                        sorted set of the primary destination's undelivered message
+                                ids (score 0: ids sort by creation time)
+  outbox:dest:{name}            the same, for every other destination
+  outbox:msg:{id}               hash: created_at, events, attempts, last_error, dest, op,
+                                attempted_at (us); once delivered: delivered, ts (kept for the
+                                retention period, so a reply finds its root's ts)
   outbox:claim:{id}             "{until_us}|{holder}", expiring on its own (PX)
   lease                         the poller's holder id, expiring on its own (PX)
   meta                          hash of small facts
@@ -38,7 +42,9 @@ from bot.errors import StoreError
 from bot.store.base import (
     DEFAULT_RETENTION,
     MAX_POINTS_PER_SERIES,
+    PRIMARY,
     Batch,
+    Receipt,
     StateStore,
     StoredMessage,
     to_us,
@@ -47,16 +53,16 @@ from bot.store.urls import redact_url, scrub
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: per-destination queues, typed messages, kept ts
 SOCKET_TIMEOUT_S = 2.0
 HEALTH_CHECK_INTERVAL_S = 10
 
-# KEYS: book, latest, outbox, message key, series set, history keys...
+# KEYS: book, latest, series, history keys..., (queue, message key)...
 # ARGV: mode, expected_version, book_json, token, cap, n_latest, (scope, json)*,
-#       n_points, (history key index, ts_us, value)*, message id ('' for none),
-#       created_at, events, attempts, has_error, last_error
+#       n_points, (history key index, ts_us, value)*,
+#       n_messages, (queue key index, id, created_at, events, attempts, last_error, dest, op)*
 _WRITE = """
-local book, latest, outbox, msgkey, series = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local book, latest, series = KEYS[1], KEYS[2], KEYS[3]
 if ARGV[1] == 'commit' then
   local current = tonumber(redis.call('HGET', book, 'version') or '0')
   if current ~= tonumber(ARGV[2]) then
@@ -77,27 +83,34 @@ end
 local points = tonumber(ARGV[i])
 i = i + 1
 for _ = 1, points do
-  local key, ts = KEYS[5 + tonumber(ARGV[i])], ARGV[i + 1]
+  local key, ts = KEYS[3 + tonumber(ARGV[i])], ARGV[i + 1]
   redis.call('ZREMRANGEBYSCORE', key, ts, ts)
   redis.call('ZADD', key, ts, ts .. ':' .. ARGV[i + 2])
   redis.call('ZREMRANGEBYRANK', key, 0, -cap - 1)
   redis.call('SADD', series, key)
   i = i + 3
 end
-if ARGV[i] ~= '' then
-  redis.call('ZADD', outbox, 0, ARGV[i])
-  redis.call('HSET', msgkey, 'created_at', ARGV[i + 1], 'events', ARGV[i + 2],
-             'attempts', ARGV[i + 3])
-  if ARGV[i + 4] == '1' then
+local messages = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, messages do
+  local k = tonumber(ARGV[i])
+  local queue, msgkey = KEYS[k], KEYS[k + 1]
+  redis.call('ZADD', queue, 0, ARGV[i + 1])
+  redis.call('HSET', msgkey, 'created_at', ARGV[i + 2], 'events', ARGV[i + 3],
+             'attempts', ARGV[i + 4], 'dest', ARGV[i + 6], 'op', ARGV[i + 7])
+  if ARGV[i + 5] ~= '' then
     redis.call('HSET', msgkey, 'last_error', ARGV[i + 5])
   end
+  i = i + 8
 end
 return 1
 """
 
 # KEYS: message, claim. ARGV: holder, until_us, now_us, ttl_ms
 _CLAIM = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'delivered') == 1 then
+  return 0
+end
 local current = redis.call('GET', KEYS[2])
 if current then
   local sep = string.find(current, '|', 1, true)
@@ -106,28 +119,43 @@ if current then
   if owner ~= ARGV[1] and until_us > tonumber(ARGV[3]) then return 0 end
 end
 redis.call('SET', KEYS[2], ARGV[2] .. '|' .. ARGV[1], 'PX', ARGV[4])
+redis.call('HSETNX', KEYS[1], 'attempted_at', ARGV[3])
 return 1
 """
 
-# KEYS: message, claim. ARGV: error
+# KEYS: message, claim. ARGV: error, maybe_sent ('1' keeps attempted_at)
 _FAIL = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'delivered') == 1 then
+  return 0
+end
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'last_error', ARGV[1])
+if ARGV[2] ~= '1' then redis.call('HDEL', KEYS[1], 'attempted_at') end
 redis.call('DEL', KEYS[2])
 return 1
 """
 
-# KEYS: book, outbox, message, claim. ARGV: id, version read, new book json ('' = unchanged)
+# KEYS: book, queue, message, claim, root message.
+# ARGV: id, version read, new book json ('' = unchanged), ts ('' = none), keep_ms
 _DELIVER = """
-if redis.call('EXISTS', KEYS[3]) == 0 then return 1 end
+if redis.call('EXISTS', KEYS[3]) == 0 or redis.call('HEXISTS', KEYS[3], 'delivered') == 1 then
+  return 1
+end
 local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
 if current ~= tonumber(ARGV[2]) then return 0 end
 if ARGV[3] ~= '' then
   redis.call('HSET', KEYS[1], 'version', current + 1, 'json', ARGV[3], 'token', '')
 end
 redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('DEL', KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[4])
+redis.call('HSET', KEYS[3], 'delivered', '1')
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[3], 'ts', ARGV[4])
+  if KEYS[5] ~= KEYS[3] and redis.call('EXISTS', KEYS[5]) == 1 then
+    redis.call('HSET', KEYS[5], 'ts', ARGV[4])
+  end
+end
+redis.call('PEXPIRE', KEYS[3], ARGV[5])
 return 1
 """
 
@@ -158,6 +186,20 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _stored(message_id: str, body: dict[str, str]) -> StoredMessage:
+    attempted = body.get("attempted_at")
+    return StoredMessage(
+        id=message_id,
+        created_at=body["created_at"],
+        events=body["events"],
+        attempts=int(body.get("attempts", 0)),
+        last_error=body.get("last_error"),
+        destination=body.get("dest") or PRIMARY,
+        op=body.get("op") or None,
+        attempted_at_us=int(attempted) if attempted else None,
+    )
+
+
 def _ms(delta: timedelta) -> int:
     return max(1, int(delta.total_seconds() * 1000))
 
@@ -179,6 +221,7 @@ class RedisStore(StateStore):
         self.redis = RedisBackend(
             url,
             prefix=prefix,
+            keep=retention,
             max_points=max_points,
             socket_timeout=socket_timeout,
             tls_verify=tls_verify,
@@ -193,11 +236,13 @@ class RedisBackend:
         url: str,
         *,
         prefix: str = "sms-balance-bot",
+        keep: timedelta = DEFAULT_RETENTION,
         max_points: int = MAX_POINTS_PER_SERIES,
         socket_timeout: float = SOCKET_TIMEOUT_S,
         tls_verify: bool = True,
     ) -> None:
         self._url = url
+        self._keep = keep  # how long a delivered message (and its ts) is kept
         # Heroku Redis serves rediss:// with a self-signed certificate, and its REDIS_URL is
         # rotated by the platform, so `?ssl_cert_reqs=none` cannot be added to the URL itself.
         self._tls_options: dict[str, Any] = (
@@ -258,6 +303,10 @@ class RedisBackend:
                 f"redis: keys under {self._p!r} use schema version {found}, newer than this bot "
                 f"understands ({SCHEMA_VERSION}); upgrade the bot or use another prefix"
             )
+        if found < SCHEMA_VERSION:
+            # Version 1 data reads as version 2 (its queue is the primary one); the mark keeps
+            # an older bot from misreading the typed messages written from now on.
+            await client.set(key, SCHEMA_VERSION)
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -322,27 +371,20 @@ class RedisBackend:
                 index[key] = len(history_keys)
             point_args += [index[key], point.ts_us, point.value]
         latest_args: list[Any] = [item for pair in batch.latest.items() for item in pair]
-        message = batch.message
-        message_args: list[Any] = (
-            [
+        keys = [self._k("book"), self._k("latest"), self._k("history", "series"), *history_keys]
+        message_args: list[Any] = [len(batch.messages)]
+        for message in batch.messages:
+            message_args += [
+                len(keys) + 1,
                 message.id,
                 message.created_at,
                 message.events,
                 message.attempts,
-                "0" if message.last_error is None else "1",
                 message.last_error or "",
+                message.destination,
+                message.op or "",
             ]
-            if message is not None
-            else ["", "", "", 0, "0", ""]
-        )
-        keys = [
-            self._k("book"),
-            self._k("latest"),
-            self._k("outbox"),
-            self._k("outbox", "msg", message.id if message else ""),
-            self._k("history", "series"),
-            *history_keys,
-        ]
+            keys += [self._queue_key(message.destination), self._msg_key(message.id)]
         args = [
             "readings" if expected_version is None else "commit",
             expected_version or 0,
@@ -356,6 +398,14 @@ class RedisBackend:
             *message_args,
         ]
         return await self._script("write", keys, args) == 1
+
+    def _queue_key(self, destination: str) -> str:
+        if destination == PRIMARY:
+            return self._k("outbox")
+        return self._k("outbox", "dest", destination)
+
+    def _msg_key(self, message_id: str) -> str:
+        return self._k("outbox", "msg", message_id)
 
     # readings and history --------------------------------------------------------------
     async def latest(self) -> dict[str, str]:
@@ -386,49 +436,62 @@ class RedisBackend:
         return removed
 
     # outbox ----------------------------------------------------------------------------
-    async def pending(self, limit: int) -> list[StoredMessage]:
+    async def pending(self, limit: int, destination: str) -> list[StoredMessage]:
         with self._translate():
-            ids = [_text(i) for i in await self._r.zrange(self._k("outbox"), 0, limit - 1)]
+            queue = self._queue_key(destination)
+            ids = [_text(i) for i in await self._r.zrange(queue, 0, limit - 1)]
             pipe = self._r.pipeline(transaction=False)
             for message_id in ids:
-                pipe.hgetall(self._k("outbox", "msg", message_id))
+                pipe.hgetall(self._msg_key(message_id))
             bodies: list[dict[str, str]] = await pipe.execute() if ids else []
         return [
-            StoredMessage(
-                id=message_id,
-                created_at=body["created_at"],
-                events=body["events"],
-                attempts=int(body.get("attempts", 0)),
-                last_error=body.get("last_error"),
-            )
+            _stored(message_id, body)
             for message_id, body in zip(ids, bodies, strict=True)
-            if body  # empty: delivered between the two reads
+            if body and not body.get("delivered")  # delivered between the two reads
         ]
 
-    async def message_events(self, message_id: str) -> str | None:
+    async def queued(self, message_id: str) -> StoredMessage | None:
         with self._translate():
-            events = await self._r.hget(self._k("outbox", "msg", message_id), "events")
-        return None if events is None else _text(events)
+            raw = await self._r.hgetall(self._msg_key(message_id))
+        body = {_text(k): _text(v) for k, v in raw.items()}
+        if not body or body.get("delivered"):
+            return None
+        return _stored(message_id, body)
 
     async def claim(self, message_id: str, holder: str, until: datetime, now: datetime) -> bool:
-        keys = [self._k("outbox", "msg", message_id), self._k("outbox", "claim", message_id)]
+        keys = [self._msg_key(message_id), self._k("outbox", "claim", message_id)]
         args = [holder, to_us(until), to_us(now), _ms(until - now)]
         return await self._script("claim", keys, args) == 1
 
     async def deliver(
-        self, message_id: str, now: datetime, expected_version: int, book: str | None
+        self,
+        message_id: str,
+        now: datetime,
+        expected_version: int,
+        book: str | None,
+        receipt: Receipt,
     ) -> bool:
+        msg_key = self._msg_key(message_id)
+        with self._translate():
+            dest = await self._r.hget(msg_key, "dest")
         keys = [
             self._k("book"),
-            self._k("outbox"),
-            self._k("outbox", "msg", message_id),
+            self._queue_key(_text(dest) if dest else PRIMARY),
+            msg_key,
             self._k("outbox", "claim", message_id),
+            self._msg_key(receipt.root_id or message_id),
         ]
-        return await self._script("deliver", keys, [message_id, expected_version, book or ""]) == 1
+        args = [message_id, expected_version, book or "", receipt.ts or "", _ms(self._keep)]
+        return await self._script("deliver", keys, args) == 1
 
-    async def record_failure(self, message_id: str, error: str) -> None:
-        keys = [self._k("outbox", "msg", message_id), self._k("outbox", "claim", message_id)]
-        await self._script("fail", keys, [error])
+    async def delivered_ts(self, message_id: str) -> str | None:
+        with self._translate():
+            delivered, ts = await self._r.hmget(self._msg_key(message_id), ["delivered", "ts"])
+        return _text(ts) if delivered and ts else None
+
+    async def record_failure(self, message_id: str, error: str, maybe_sent: bool) -> None:
+        keys = [self._msg_key(message_id), self._k("outbox", "claim", message_id)]
+        await self._script("fail", keys, [error, "1" if maybe_sent else "0"])
 
     # poller lease ----------------------------------------------------------------------
     async def acquire_lease(self, holder: str, ttl: timedelta, now: datetime) -> bool:

@@ -23,6 +23,7 @@ from bot.store.base import (
     DEFAULT_RETENTION,
     MAX_POINTS_PER_SERIES,
     Batch,
+    Receipt,
     StateStore,
     StoredMessage,
     to_us,
@@ -74,9 +75,29 @@ def _run_script(conn: sqlite3.Connection, script: str) -> None:
             conn.execute(statement)
 
 
+# Version 2: per-destination queues, incident operations, look-up before a re-send, kept ts.
+_SCHEMA_V2 = """
+ALTER TABLE outbox ADD COLUMN destination TEXT NOT NULL DEFAULT 'slack';
+ALTER TABLE outbox ADD COLUMN op_json TEXT;
+ALTER TABLE outbox ADD COLUMN attempted_at_us INTEGER;
+ALTER TABLE outbox ADD COLUMN ts TEXT;
+CREATE INDEX outbox_queue ON outbox (destination, delivered_at_us, id);
+"""
+
+
+def _migrate_to_2(conn: sqlite3.Connection) -> None:
+    _run_script(conn, _SCHEMA_V2)
+
+
 # _MIGRATIONS[n] takes a database at version n to version n + 1.
-_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_1]
+_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_1, _migrate_to_2]
 SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+# In StoredMessage's field order.
+_MESSAGE_COLUMNS = (
+    "id, created_at, events_json, attempts, last_error, destination, op_json, attempted_at_us"
+)
 
 
 def sqlite_path_from_url(url: str) -> str:
@@ -215,13 +236,22 @@ class SqliteBackend:
                 )
                 if batch.book is not None and expected_version is not None:
                     _write_book(conn, batch.book, expected_version + 1)
-                if batch.message is not None:
-                    msg = batch.message
-                    conn.execute(
-                        "INSERT INTO outbox (id, created_at, events_json, attempts, last_error)"
-                        " VALUES (?, ?, ?, ?, ?)",
-                        (msg.id, msg.created_at, msg.events, msg.attempts, msg.last_error),
-                    )
+                conn.executemany(
+                    "INSERT INTO outbox (id, created_at, events_json, attempts, last_error,"
+                    " destination, op_json) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            m.id,
+                            m.created_at,
+                            m.events,
+                            m.attempts,
+                            m.last_error,
+                            m.destination,
+                            m.op,
+                        )
+                        for m in batch.messages
+                    ],
+                )
             return True
 
         return await self._run(write)
@@ -270,24 +300,24 @@ class SqliteBackend:
         return await self._run(prune)
 
     # outbox ----------------------------------------------------------------------------
-    async def pending(self, limit: int) -> list[StoredMessage]:
+    async def pending(self, limit: int, destination: str) -> list[StoredMessage]:
         def read(conn: sqlite3.Connection) -> list[StoredMessage]:
             rows = conn.execute(
-                "SELECT id, created_at, events_json, attempts, last_error FROM outbox"
-                " WHERE delivered_at_us IS NULL ORDER BY id LIMIT ?",
-                (limit,),
+                f"SELECT {_MESSAGE_COLUMNS} FROM outbox"
+                " WHERE destination = ? AND delivered_at_us IS NULL ORDER BY id LIMIT ?",
+                (destination, limit),
             ).fetchall()
             return [StoredMessage(*row) for row in rows]
 
         return await self._run(read)
 
-    async def message_events(self, message_id: str) -> str | None:
-        def read(conn: sqlite3.Connection) -> str | None:
+    async def queued(self, message_id: str) -> StoredMessage | None:
+        def read(conn: sqlite3.Connection) -> StoredMessage | None:
             row = conn.execute(
-                "SELECT events_json FROM outbox WHERE id = ? AND delivered_at_us IS NULL",
+                f"SELECT {_MESSAGE_COLUMNS} FROM outbox WHERE id = ? AND delivered_at_us IS NULL",
                 (message_id,),
             ).fetchone()
-            return None if row is None else str(row[0])
+            return None if row is None else StoredMessage(*row)
 
         return await self._run(read)
 
@@ -295,17 +325,23 @@ class SqliteBackend:
         def claim(conn: sqlite3.Connection) -> bool:
             # One conditional UPDATE: the check and the claim cannot interleave.
             cursor = conn.execute(
-                "UPDATE outbox SET claimed_by = ?, claim_until_us = ?"
+                "UPDATE outbox SET claimed_by = ?, claim_until_us = ?,"
+                " attempted_at_us = COALESCE(attempted_at_us, ?)"
                 " WHERE id = ? AND delivered_at_us IS NULL"
                 " AND (claimed_by IS NULL OR claimed_by = ? OR claim_until_us <= ?)",
-                (holder, to_us(until), message_id, holder, to_us(now)),
+                (holder, to_us(until), to_us(now), message_id, holder, to_us(now)),
             )
             return cursor.rowcount == 1
 
         return await self._run(claim)
 
     async def deliver(
-        self, message_id: str, now: datetime, expected_version: int, book: str | None
+        self,
+        message_id: str,
+        now: datetime,
+        expected_version: int,
+        book: str | None,
+        receipt: Receipt,
     ) -> bool:
         def deliver(conn: sqlite3.Connection) -> bool:
             with _transaction(conn):
@@ -318,21 +354,37 @@ class SqliteBackend:
                     return False
                 conn.execute(
                     "UPDATE outbox SET delivered_at_us = ?, claimed_by = NULL,"
-                    " claim_until_us = NULL WHERE id = ?",
-                    (to_us(now), message_id),
+                    " claim_until_us = NULL, ts = ? WHERE id = ?",
+                    (to_us(now), receipt.ts, message_id),
                 )
+                if receipt.ts is not None and receipt.root_id is not None:
+                    conn.execute(
+                        "UPDATE outbox SET ts = ? WHERE id = ?", (receipt.ts, receipt.root_id)
+                    )
                 if book is not None:
                     _write_book(conn, book, expected_version + 1)
             return True
 
         return await self._run(deliver)
 
-    async def record_failure(self, message_id: str, error: str) -> None:
+    async def delivered_ts(self, message_id: str) -> str | None:
+        def read(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT ts FROM outbox WHERE id = ? AND delivered_at_us IS NOT NULL",
+                (message_id,),
+            ).fetchone()
+            return None if row is None or row[0] is None else str(row[0])
+
+        return await self._run(read)
+
+    async def record_failure(self, message_id: str, error: str, maybe_sent: bool) -> None:
         await self._run(
             lambda conn: conn.execute(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?, claimed_by = NULL,"
-                " claim_until_us = NULL WHERE id = ? AND delivered_at_us IS NULL",
-                (error, message_id),
+                " claim_until_us = NULL,"
+                " attempted_at_us = CASE WHEN ? THEN attempted_at_us ELSE NULL END"
+                " WHERE id = ? AND delivered_at_us IS NULL",
+                (error, maybe_sent, message_id),
             )
         )
 
