@@ -15,17 +15,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from bot.alerts_types import OpKind
 from bot.errors import DeliveryRefused, DeliveryRetryable, StoreError
 from bot.metrics import Metrics
-from bot.notify import SEND_TIMEOUT, Notifier
-from bot.render.alert import render_alert, render_alert_console
-from bot.store.base import META_SLACK_NOT_BEFORE, OutboxMessage, StateStore
+from bot.notify import SEND_TIMEOUT, Notifier, Receipt, SlackWebNotifier
+from bot.render.alert import SlackMessage, render_alert, render_alert_console
+from bot.render.incident import render_op
+from bot.store.base import META_SLACK_NOT_BEFORE, PRIMARY, OutboxMessage, StateStore
 
 log = logging.getLogger(__name__)
 
 # Longer than one send can take (SEND_TIMEOUT, and slack-sdk's one retry of a reset
 # connection), and no longer: after a crash mid-send the whole outbox waits for it to expire.
 CLAIM_TTL = timedelta(seconds=2 * SEND_TIMEOUT + 5)
+# One delivery (a look-up and a post) must end before its claim does, or another replica
+# could send it too.
+SEND_BUDGET_S = 2 * SEND_TIMEOUT
 REFUSED_RETRY = timedelta(minutes=5)
 BATCH = 50  # messages read per delivery pass
 DEFAULT_BACKOFF_CAP = timedelta(minutes=5)
@@ -60,7 +65,17 @@ class Deliverer:
         clock: Callable[[], datetime],
         metrics: Metrics | None = None,
         backoff_cap: timedelta = DEFAULT_BACKOFF_CAP,
+        destination: str = PRIMARY,
+        mention: str | None = None,
     ) -> None:
+        self.destination = destination
+        self._mention = mention
+        # Each destination paces itself: one that says 429 never holds up another.
+        self._not_before_meta = (
+            META_SLACK_NOT_BEFORE
+            if destination == PRIMARY
+            else f"{META_SLACK_NOT_BEFORE}:{destination}"
+        )
         self._store = store
         self._notifier = notifier
         self._holder = holder
@@ -87,7 +102,7 @@ class Deliverer:
         if self._not_before is not None and now < self._not_before:
             return 0
         sent = 0
-        messages = await self._store.pending_messages(limit=BATCH)
+        messages = await self._store.pending_messages(limit=BATCH, destination=self.destination)
         for message in messages:
             now = self._clock()
             if not await self._store.claim_message(message.id, self._holder, now + CLAIM_TTL, now):
@@ -99,7 +114,7 @@ class Deliverer:
         left = messages[sent:]
         if len(messages) == BATCH:
             # Only a full batch can hide more behind it; otherwise no second read per tick.
-            left = await self._store.pending_messages(limit=1000)
+            left = await self._store.pending_messages(limit=1000, destination=self.destination)
         self.status = DeliveryStatus(
             queued=len(left),
             problem=self.status.problem,
@@ -108,17 +123,51 @@ class Deliverer:
         )
         return sent
 
+    @property
+    def exactly_once(self) -> bool:
+        """False when a lost answer may lead to a second post (no look-up possible)."""
+        notifier = self._notifier
+        return isinstance(notifier, SlackWebNotifier) and notifier.exactly_once
+
+    async def _root_ts(self, root_id: str) -> str | None:
+        ts = await self._store.delivered_ts(root_id)
+        if ts is not None:
+            return ts
+        # Delivered long ago (its outbox row is pruned): the open incident remembers it.
+        book, _ = await self._store.load_book()
+        for incident in book.incidents.open.values():
+            if incident.root_id == root_id and incident.root_ts:
+                return incident.root_ts
+        return None
+
+    async def _transmit(self, message: OutboxMessage) -> Receipt:
+        now = self._clock()
+        rendered: SlackMessage
+        if message.op is not None:
+            rendered = render_op(message.op, now, self._mention)
+        else:
+            rendered = render_alert(list(message.events), now)
+        notifier = self._notifier
+        if isinstance(notifier, SlackWebNotifier):
+            try:
+                async with asyncio.timeout(SEND_BUDGET_S):
+                    return await notifier.deliver(message, rendered, self._root_ts)
+            except TimeoutError:
+                raise DeliveryRetryable("Slack did not answer in time", maybe_sent=True) from None
+        console = render_alert_console(list(message.events), now) if message.events else ""
+        await notifier.send(rendered, console or rendered.text)
+        return Receipt()
+
     async def _send_one(self, message: OutboxMessage) -> bool:
         events = list(message.events)
-        now = self._clock()
         try:
-            await self._notifier.send(render_alert(events, now), render_alert_console(events, now))
+            receipt = await self._transmit(message)
         except DeliveryRetryable as exc:
             if exc.retry_after is not None:
                 delay = timedelta(seconds=exc.retry_after)
             else:
                 delay = backoff(message.attempts + 1, self._backoff_cap)
-            await self._failed(message, str(exc), delay, refused=False)
+            await self._failed(message, str(exc), delay, refused=False, maybe_sent=exc.maybe_sent)
             log.warning(
                 "alert delivery failed, stays queued",
                 extra={"error": str(exc), "retry_in_s": round(delay.total_seconds(), 1)},
@@ -132,8 +181,13 @@ class Deliverer:
                 exc.reason,
             )
             return False
+        root_id = receipt.root_id
+        if root_id is None and message.op is not None and message.op.kind is OpKind.ROOT:
+            root_id = message.id
         try:
-            await self._store.mark_delivered(message.id, self._clock())
+            await self._store.mark_delivered(
+                message.id, self._clock(), ts=receipt.ts, root_id=root_id
+            )
         except StoreError:
             # Slack has it but we could not record that: the claim expires and it may be
             # sent again. At least once beats never.
@@ -143,23 +197,35 @@ class Deliverer:
             self._metrics.alerts_sent.inc()
         self._not_before = None
         self.status = DeliveryStatus(queued=self.status.queued)
-        log.info("alert delivered", extra={"events": len(events), "via": self._notifier.name})
+        log.info(
+            "alert delivered",
+            extra={"events": len(events), "via": self._notifier.name, "kind": message.kind},
+        )
         return True
 
     async def _failed(
-        self, message: OutboxMessage, error: str, delay: timedelta, *, refused: bool
+        self,
+        message: OutboxMessage,
+        error: str,
+        delay: timedelta,
+        *,
+        refused: bool,
+        maybe_sent: bool = False,
     ) -> None:
         now = self._clock()
         self._not_before = now + delay
         self.status = DeliveryStatus(queued=self.status.queued, problem=error, refused=refused)
         if self._metrics:
             self._metrics.delivery_failures.inc()
-        await self._store.record_failure(message.id, error, now)
+        # Once an attempt may have arrived, every later one keeps looking first, whatever
+        # this attempt's own outcome (a look-up that failed proves nothing).
+        maybe_sent = maybe_sent or message.attempted_at is not None
+        await self._store.record_failure(message.id, error, now, maybe_sent=maybe_sent)
         # Shared so that another replica does not hammer an endpoint that said 429.
-        await self._store.set_meta(META_SLACK_NOT_BEFORE, self._not_before.isoformat())
+        await self._store.set_meta(self._not_before_meta, self._not_before.isoformat())
 
     async def _load_shared_not_before(self) -> None:
-        raw = await self._store.get_meta(META_SLACK_NOT_BEFORE)
+        raw = await self._store.get_meta(self._not_before_meta)
         if not raw:
             return
         try:

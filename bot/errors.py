@@ -87,9 +87,12 @@ class DeliveryError(BotError):
 
 
 class DeliveryRetryable(DeliveryError):
-    def __init__(self, message: str, *, retry_after: float | None = None):
+    """Try again later. `maybe_sent`: no answer came back, so the message may have arrived."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, maybe_sent: bool = False):
         super().__init__(message)
         self.retry_after = retry_after
+        self.maybe_sent = maybe_sent
 
 
 class DeliveryPaced(DeliveryRetryable):

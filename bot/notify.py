@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TextIO
 
 import aiohttp
@@ -17,9 +20,11 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetr
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from bot.alerts_types import Op, OpKind
 from bot.errors import DeliveryRefused, DeliveryRetryable
 from bot.render.alert import SlackMessage
 from bot.settings import Settings
+from bot.store.base import OutboxMessage
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +102,32 @@ def classify(status: int, error: str | None, headers: Any) -> Exception:
     return DeliveryRetryable(f"Slack did not accept the message: {error or f'HTTP {status}'}")
 
 
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What a delivered message became: its Slack `ts`, and whose root it now is."""
+
+    ts: str | None = None
+    root_id: str | None = None
+
+
+# Updating a root that Slack no longer lets us edit: post a fresh root instead (once).
+_UPDATE_GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
+# How far before the first attempt a look-up starts: clocks differ, Slack's ts is its own.
+LOOKUP_SLACK = timedelta(minutes=2)
+LOOKUP_PAGES = 5
+METADATA_EVENT = "sms_balance_alert"
+
+RootLookup = Callable[[str], Awaitable[str | None]]
+
+
 class SlackWebNotifier:
-    """chat.postMessage through slack-sdk's AsyncWebClient."""
+    """The Web API: grouped messages, and incident roots, thread replies and root updates.
+
+    Exactly once: every post carries metadata naming its outbox id, and a message whose
+    earlier attempt may have reached Slack is looked up (conversations.history / .replies)
+    before it is posted again. Without the history scopes that look-up is impossible and
+    delivery falls back to at least once (`exactly_once` turns False).
+    """
 
     name = "chat.postMessage"
 
@@ -109,39 +138,207 @@ class SlackWebNotifier:
         *,
         base_url: str = "https://slack.com/api/",
         session: aiohttp.ClientSession | None = None,
+        mention: str | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         if not base_url.endswith("/"):
             base_url += "/"
         self._channel = channel
-        # Only connection resets are retried inside the SDK; 429 and 5xx go back to the
-        # outbox so that a Retry-After of minutes never blocks the loop.
+        self._mention = mention
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self.exactly_once = True
+        # No retries inside the SDK: a re-sent post after a lost answer is the duplicate the
+        # look-up exists to prevent. 429, 5xx and resets all go back to the outbox.
         self._client = AsyncWebClient(
-            token=token,
-            base_url=base_url,
-            session=session,
-            timeout=SEND_TIMEOUT,
-            retry_handlers=[AsyncConnectionErrorRetryHandler(max_retry_count=1)],
+            token=token, base_url=base_url, session=session, timeout=SEND_TIMEOUT, retry_handlers=[]
         )
 
     async def send(self, message: SlackMessage, console_text: str) -> None:
-        try:
-            await self._client.chat_postMessage(
-                channel=self._channel,
-                text=message.text,
-                blocks=message.blocks,
-                unfurl_links=False,
-                unfurl_media=False,
+        await self._call(
+            "chat_postMessage",
+            channel=self._channel,
+            text=message.text,
+            blocks=message.blocks,
+            unfurl_links=False,
+            unfurl_media=False,
+        )
+
+    async def deliver(
+        self, message: OutboxMessage, rendered: SlackMessage, root_ts: RootLookup
+    ) -> Receipt:
+        """Deliver one outbox message (grouped or an incident operation) exactly once."""
+        op = message.op
+        if op is None:
+            return await self._post(message, self._channel, rendered, scope=_scopes(message))
+        scope = _op_scope(op)
+        if op.kind is OpKind.ROOT:
+            return await self._post(message, op.channel, rendered, scope=scope)
+        ts = await root_ts(op.root_id)
+        if op.kind is OpKind.REPLY:
+            if ts is None:
+                # The root is gone from every record (long past retention): say it top-level.
+                return await self._post(message, op.channel, rendered, scope=scope)
+            return await self._post(
+                message,
+                op.channel,
+                rendered,
+                scope=scope,
+                thread_ts=ts,
+                broadcast=op.broadcast,
             )
+        return await self._update(message, op, ts, rendered)
+
+    async def _update(
+        self, message: OutboxMessage, op: Op, ts: str | None, rendered: SlackMessage
+    ) -> Receipt:
+        """chat.update of the root; a fresh root when Slack has none to edit (never a loop)."""
+        if message.attempted_at is not None:
+            # An earlier attempt may have posted the fresh root already.
+            found = await self._look_up(message, op.channel, thread_ts=None)
+            if found is not None:
+                return Receipt(ts=found, root_id=op.root_id)
+        if ts is not None:
+            try:
+                await self._call(
+                    "chat_update",
+                    channel=op.channel,
+                    ts=ts,
+                    text=rendered.text,
+                    blocks=rendered.blocks,
+                )
+                return Receipt(ts=ts)
+            except DeliveryRefused as exc:
+                if exc.reason not in _UPDATE_GONE:
+                    raise
+                log.warning("incident root cannot be updated (%s); posting a fresh one", exc.reason)
+        receipt = await self._post(
+            message, op.channel, rendered, scope=_op_scope(op), look_up=False
+        )
+        return Receipt(ts=receipt.ts, root_id=op.root_id)
+
+    async def _post(
+        self,
+        message: OutboxMessage,
+        channel: str,
+        rendered: SlackMessage,
+        *,
+        scope: str,
+        thread_ts: str | None = None,
+        broadcast: bool = False,
+        look_up: bool = True,
+    ) -> Receipt:
+        if look_up and message.attempted_at is not None:
+            found = await self._look_up(message, channel, thread_ts=thread_ts)
+            if found is not None:
+                log.info("message found in Slack after an unanswered attempt; not posted again")
+                return Receipt(ts=found)
+        extra: dict[str, Any] = {}
+        if thread_ts is not None:
+            extra["thread_ts"] = thread_ts
+            if broadcast:
+                extra["reply_broadcast"] = True
+        data = await self._call(
+            "chat_postMessage",
+            channel=channel,
+            text=rendered.text,
+            blocks=rendered.blocks,
+            unfurl_links=False,
+            unfurl_media=False,
+            metadata={
+                "event_type": METADATA_EVENT,
+                "event_payload": {"message_id": message.id, "scope": scope},
+            },
+            **extra,
+        )
+        ts = data.get("ts")
+        return Receipt(ts=str(ts) if ts is not None else None)
+
+    async def _look_up(
+        self, message: OutboxMessage, channel: str, *, thread_ts: str | None
+    ) -> str | None:
+        """The ts of the message Slack already has for this outbox id, if any."""
+        assert message.attempted_at is not None
+        oldest = f"{(message.attempted_at - LOOKUP_SLACK).timestamp():.6f}"
+        cursor: str | None = None
+        for _ in range(LOOKUP_PAGES):
+            args: dict[str, Any] = {
+                "channel": channel,
+                "oldest": oldest,
+                "include_all_metadata": True,
+                "limit": 200,
+            }
+            if cursor:
+                args["cursor"] = cursor
+            try:
+                if thread_ts is None:
+                    data = await self._call("conversations_history", **args)
+                else:
+                    data = await self._call("conversations_replies", ts=thread_ts, **args)
+            except DeliveryRefused as exc:
+                if exc.reason == "missing_scope":
+                    if self.exactly_once:
+                        log.warning(
+                            "Slack refused the look-up before a re-send (missing_scope): add"
+                            " channels:history and groups:history; until then a message"
+                            " whose answer was lost may be posted twice"
+                        )
+                    self.exactly_once = False
+                    return None
+                raise
+            self.exactly_once = True
+            for found in data.get("messages") or []:
+                if _metadata_id(found) == message.id:
+                    return str(found.get("ts"))
+            cursor = (data.get("response_metadata") or {}).get("next_cursor") or None
+            if not data.get("has_more") or not cursor:
+                return None
+        return None
+
+    async def _call(self, method: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            response = await getattr(self._client, method)(**kwargs)
         except SlackApiError as exc:
             response = exc.response
             data = response.data if isinstance(response.data, dict) else {}
             raise classify(response.status_code, data.get("error"), response.headers) from None
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise DeliveryRetryable(f"cannot reach Slack: {type(exc).__name__}") from None
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+            # The request went out and no answer came back: it may have been posted.
+            raise DeliveryRetryable(
+                f"no answer from Slack: {type(exc).__name__}", maybe_sent=True
+            ) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise DeliveryRetryable(
+                f"cannot reach Slack: {type(exc).__name__}",
+                maybe_sent=not isinstance(exc, aiohttp.ClientConnectorError),
+            ) from None
+        data = response.data
+        return data if isinstance(data, dict) else {}
 
     async def close(self) -> None:
         # AsyncWebClient opens a session per call unless given one; nothing to close.
         return None
+
+
+def _metadata_id(message: Any) -> str | None:
+    if not isinstance(message, dict):
+        return None
+    metadata = message.get("metadata")
+    if not isinstance(metadata, dict) or metadata.get("event_type") != METADATA_EVENT:
+        return None
+    payload = metadata.get("event_payload")
+    if not isinstance(payload, dict):
+        return None
+    found = payload.get("message_id")
+    return found if isinstance(found, str) else None
+
+
+def _op_scope(op: Op) -> str:
+    scopes = sorted({v.scope for v in op.views} | {e.scope for e in op.events})
+    return ",".join(scopes)
+
+
+def _scopes(message: OutboxMessage) -> str:
+    return ",".join(sorted({e.scope for e in message.events}))
 
 
 class SlackWebhookNotifier:

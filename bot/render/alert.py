@@ -154,6 +154,16 @@ def _event_line(event: Event, now: datetime, loc: Locale, markup: Markup) -> str
     return f"{tag} {body}"
 
 
+def event_line(event: Event, now: datetime, loc: Locale = DEFAULT, markup: Markup = SLACK) -> str:
+    """One event as a line: `:red_circle: *CRITICAL* · balance (all-purpose): 9 left, …`."""
+    return _event_line(event, now, loc, markup)
+
+
+def group_events(events: Sequence[Event]) -> list[tuple[str, list[Event]]]:
+    """Events by scope, worst scope first, worst event first."""
+    return _group(events)
+
+
 def _type_order(event: Event) -> int:
     return -1 if event.quota_type is None else list(QuotaType).index(event.quota_type)
 

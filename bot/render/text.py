@@ -116,6 +116,30 @@ class Lang:
     not_assigned_short: str
     not_assigned_code: str
 
+    # --- incidents (one live Slack message per scope) ---
+    incident_title_low: str  # {scope}
+    incident_title_critical: str  # {scope}
+    incident_title_resolved: str  # {scope}
+    incidents_title_low: str  # {n}: a summary root for several new incidents
+    incidents_title_critical: str  # {n}
+    incidents_title_resolved: str  # {n}
+    incident_opened: str  # {when}
+    incident_resolved_at: str  # {when}
+    incident_acked: str  # {user} {clock}
+    incident_snoozed: str  # {user} {when}
+    incident_all_clear: str
+    button_ack: str
+    button_unack: str
+    button_snooze: str
+    button_unsnooze: str
+    snooze_choices: tuple[str, str, str]  # 1 h, 24 h, 7 d
+    notice_ack: str  # {user}
+    notice_unack: str  # {user}
+    notice_snooze: str  # {user} {when}
+    notice_unsnooze: str  # {user}
+    notice_snooze_over: str  # {user}
+    notice_resolved: str
+
     # --- the `check` table ---
     table_header: tuple[str, str, str, str, str, str]
     table_footer: str  # {status} {code} {n} {scopes} {when}
