@@ -66,10 +66,8 @@ class Deliverer:
         metrics: Metrics | None = None,
         backoff_cap: timedelta = DEFAULT_BACKOFF_CAP,
         destination: str = PRIMARY,
-        mention: str | None = None,
     ) -> None:
         self.destination = destination
-        self._mention = mention
         # Each destination paces itself: one that says 429 never holds up another.
         self._not_before_meta = (
             META_SLACK_NOT_BEFORE
@@ -143,11 +141,12 @@ class Deliverer:
     async def _transmit(self, message: OutboxMessage) -> Receipt:
         now = self._clock()
         rendered: SlackMessage
+        notifier = self._notifier
         if message.op is not None:
-            rendered = render_op(message.op, now, self._mention)
+            mention = notifier.mention if isinstance(notifier, SlackWebNotifier) else None
+            rendered = render_op(message.op, now, mention)
         else:
             rendered = render_alert(list(message.events), now)
-        notifier = self._notifier
         if isinstance(notifier, SlackWebNotifier):
             try:
                 async with asyncio.timeout(SEND_BUDGET_S):

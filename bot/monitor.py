@@ -20,6 +20,7 @@ from bot.errors import StoreError
 from bot.forecast import Forecast, Forecasts, encode_forecasts
 from bot.jpush import JPushClient
 from bot.metrics import Metrics
+from bot.outbox import Routing, plan_messages
 from bot.quota import QuotaType, Scope, ScopeReading, Thresholds
 from bot.store.base import (
     META_FORECASTS,
@@ -57,8 +58,10 @@ class Monitor:
         monotonic: Monotonic = time.monotonic,
         metrics: Metrics | None = None,
         forecast_min_span: timedelta = forecasting.MIN_SPAN,
+        routing: Routing | None = None,
     ) -> None:
         self.scopes = list(scopes)
+        self.routing = routing or Routing()
         self._min_span = forecast_min_span
         self.policy = policy
         self._client = client
@@ -84,12 +87,10 @@ class Monitor:
         for _ in range(COMMIT_ATTEMPTS):
             book, version = await self._store.load_book()
             new_book, events = step(book, readings, self._thresholds, forecasts, now, self.policy)
-            message = (
-                OutboxMessage(id=OutboxMessage.new_id(now), created_at=now, events=tuple(events))
-                if events
-                else None
+            new_book, messages = plan_messages(
+                new_book, events, now, self.routing, OutboxMessage.new_id(now)
             )
-            commit = CycleCommit(readings, new_book, [message] if message else [])
+            commit = CycleCommit(readings, new_book, messages)
             if await self._store.commit_cycle(commit, version):
                 break
             # Another process committed in between (a replica, or `check --notify` from cron):

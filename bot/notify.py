@@ -22,6 +22,8 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.alerts_types import Op, OpKind
 from bot.errors import DeliveryRefused, DeliveryRetryable
+from bot.incidents import IncidentPolicy
+from bot.outbox import Routing
 from bot.render.alert import SlackMessage
 from bot.settings import Settings
 from bot.store.base import OutboxMessage
@@ -144,9 +146,12 @@ class SlackWebNotifier:
         if not base_url.endswith("/"):
             base_url += "/"
         self._channel = channel
-        self._mention = mention
+        self.mention = mention
         self._clock = clock or (lambda: datetime.now(UTC))
         self.exactly_once = True
+        # chat.postMessage takes a channel name, chat.update and the look-ups need its id:
+        # learnt from the first post's answer.
+        self._channel_ids: dict[str, str] = {}
         # No retries inside the SDK: a re-sent post after a lost answer is the duplicate the
         # look-up exists to prevent. 429, 5xx and resets all go back to the outbox.
         self._client = AsyncWebClient(
@@ -201,7 +206,7 @@ class SlackWebNotifier:
             try:
                 await self._call(
                     "chat_update",
-                    channel=op.channel,
+                    channel=self._channel_ids.get(op.channel, op.channel),
                     ts=ts,
                     text=rendered.text,
                     blocks=rendered.blocks,
@@ -250,6 +255,8 @@ class SlackWebNotifier:
             },
             **extra,
         )
+        if isinstance(data.get("channel"), str):
+            self._channel_ids[channel] = data["channel"]
         ts = data.get("ts")
         return Receipt(ts=str(ts) if ts is not None else None)
 
@@ -262,7 +269,7 @@ class SlackWebNotifier:
         cursor: str | None = None
         for _ in range(LOOKUP_PAGES):
             args: dict[str, Any] = {
-                "channel": channel,
+                "channel": self._channel_ids.get(channel, channel),
                 "oldest": oldest,
                 "include_all_metadata": True,
                 "limit": 200,
@@ -275,7 +282,7 @@ class SlackWebNotifier:
                 else:
                     data = await self._call("conversations_replies", ts=thread_ts, **args)
             except DeliveryRefused as exc:
-                if exc.reason == "missing_scope":
+                if exc.reason in ("missing_scope", "channel_not_found"):
                     if self.exactly_once:
                         log.warning(
                             "Slack refused the look-up before a re-send (missing_scope): add"
@@ -389,6 +396,18 @@ class ConsoleNotifier:
         return None
 
 
+def make_routing(settings: Settings) -> Routing:
+    """Incidents with the Web API (it can update and thread); grouped messages otherwise."""
+    if settings.slack_bot_token is None or not settings.slack_channel:
+        return Routing()
+    policy = IncidentPolicy(
+        channel=settings.slack_channel,
+        channels={app.name: app.channel for app in settings.apps if app.channel},
+        mention=settings.slack_mention_critical,
+    )
+    return Routing(incidents=policy)
+
+
 def make_notifier(settings: Settings, *, console: TextIO | None = None) -> Notifier:
     """The Web API when a bot token is set, else the webhook, else the terminal."""
     if settings.slack_bot_token is not None and settings.slack_channel:
@@ -396,6 +415,7 @@ def make_notifier(settings: Settings, *, console: TextIO | None = None) -> Notif
             settings.slack_bot_token.get_secret_value(),
             settings.slack_channel,
             base_url=settings.slack_api_url,
+            mention=settings.slack_mention_critical,
         )
     if settings.slack_webhook_url is not None:
         return SlackWebhookNotifier(settings.slack_webhook_url.get_secret_value())

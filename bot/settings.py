@@ -53,6 +53,11 @@ def parse_duration(value: object) -> timedelta:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
+_CHANNEL = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+_MENTION = re.compile(r"^(<!here>|<!channel>|<!subteam\^[A-Z0-9]+>|<@[UW][A-Z0-9]+>)$")
+_HH_MM = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])$")
+
+
 class ThresholdOverride(BaseModel):
     model_config = ConfigDict(extra="forbid")
     warning: int | None = Field(default=None, ge=0)
@@ -65,6 +70,15 @@ class AppConfig(BaseModel):
     app_key: str = Field(min_length=1)
     master_secret: SecretStr
     thresholds: dict[QuotaType, ThresholdOverride] = Field(default_factory=dict)
+    # A Slack channel id (C…/G…) for this app's incidents instead of SLACK_CHANNEL.
+    channel: str | None = None
+
+    @field_validator("channel")
+    @classmethod
+    def _channel(cls, value: str | None) -> str | None:
+        if value is not None and not _CHANNEL.match(value):
+            raise ValueError("channel must be a Slack channel id such as C0123456789")
+        return value
 
     @field_validator("name")
     @classmethod
@@ -124,6 +138,10 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = None
     # App-level token (xapp-...): slash commands and interactivity over Socket Mode.
     slack_app_token: SecretStr | None = None
+    # Put in front of messages that tell the channel about a critical level.
+    slack_mention_critical: str | None = None
+    # HH:MM in TZ: the daily summary. Unset: no summary.
+    digest_at: str | None = None
 
     # Chat robots beside Slack; each URL carries its credential, so all of these are secret.
     dingtalk_webhook_url: SecretStr | None = None
@@ -212,6 +230,26 @@ class Settings(BaseSettings):
                 "must be an app-level token (xapp-...), from Basic Information > App-Level Tokens"
             )
         return value
+
+    @field_validator("slack_mention_critical")
+    @classmethod
+    def _mention(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if not _MENTION.match(value):
+            raise ValueError("must be one of <!here>, <!channel>, <!subteam^ID> or <@USERID>")
+        return value
+
+    @field_validator("digest_at")
+    @classmethod
+    def _digest_at(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        match = _HH_MM.match(value.strip())
+        if not match:
+            raise ValueError("must be a time of day as HH:MM (24-hour clock), e.g. 09:00")
+        return f"{int(match[1]):02d}:{match[2]}"
 
     @field_validator("log_level")
     @classmethod
