@@ -13,8 +13,8 @@ import logging
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from aiohttp import web
 
@@ -25,7 +25,7 @@ from bot.forecast import min_span_for
 from bot.jpush import JPushClient
 from bot.metrics import Metrics
 from bot.monitor import Monitor
-from bot.notify import Notifier
+from bot.notify import Notifier, make_routing
 from bot.quota import Scope
 from bot.settings import Settings
 from bot.store.base import StateStore
@@ -47,7 +47,7 @@ class Services:
     client: JPushClient
     metrics: Metrics
     monitor: Monitor
-    deliverer: Deliverer
+    deliverer: Deliverer  # the primary destination's
     worker: Worker
     clock: Clock
     monotonic: Monotonic
@@ -85,6 +85,7 @@ def poll_monitor(
     clock: Clock = utcnow,
     monotonic: Monotonic = time.monotonic,
     metrics: Metrics | None = None,
+    destinations: Sequence[str] = (),
 ) -> Monitor:
     return Monitor(
         settings.require_scopes(),
@@ -95,6 +96,7 @@ def poll_monitor(
         monotonic=monotonic,
         metrics=metrics,
         forecast_min_span=min_span_for(settings.poll_interval),
+        routing=replace(make_routing(settings), destinations=tuple(destinations)),
     )
 
 
@@ -107,29 +109,49 @@ def build_services(
     monotonic: Monotonic = time.monotonic,
     client: JPushClient | None = None,
     holder: str | None = None,
+    destinations: Mapping[str, Notifier] | None = None,
 ) -> Services:
     """Everything `serve` runs and `check --notify` runs once. Opens nothing: the worker
-    opens the store (retrying), and `check` opens it itself."""
+    opens the store (retrying), and `check` opens it itself.
+
+    `notifier` serves the primary destination (Slack or the terminal); `destinations` are
+    the others by name (team chats), each with its own queue and delivery loop."""
+    destinations = dict(destinations or {})
     scopes = settings.require_scopes()
     holder = holder or new_holder()
     metrics = Metrics()
     client = client or jpush_client(settings, clock=clock, monotonic=monotonic)
     monitor = poll_monitor(
-        settings, store, client, clock=clock, monotonic=monotonic, metrics=metrics
-    )
-    deliverer = Deliverer(
+        settings,
         store,
-        notifier,
-        holder=holder,
+        client,
         clock=clock,
+        monotonic=monotonic,
         metrics=metrics,
-        # A retry should not wait longer than a poll interval: the next cycle's news waits too.
-        backoff_cap=min(settings.poll_interval, DEFAULT_BACKOFF_CAP),
+        destinations=list(destinations),
     )
+    # A retry should not wait longer than a poll interval: the next cycle's news waits too.
+    backoff_cap = min(settings.poll_interval, DEFAULT_BACKOFF_CAP)
+    deliverer = Deliverer(
+        store, notifier, holder=holder, clock=clock, metrics=metrics, backoff_cap=backoff_cap
+    )
+    others = [
+        Deliverer(
+            store,
+            other,
+            holder=holder,
+            clock=clock,
+            metrics=metrics,
+            backoff_cap=backoff_cap,
+            destination=name,
+        )
+        for name, other in destinations.items()
+    ]
     worker = Worker(
         monitor,
         deliverer,
         store,
+        others=others,
         poll_interval=settings.poll_interval,
         holder=holder,
         clock=clock,

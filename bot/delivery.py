@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from bot.alerts_types import OpKind
@@ -42,6 +42,9 @@ class DeliveryStatus:
     problem: str | None = None  # last failure, for /healthz
     refused: bool = False  # a configuration error, not a passing outage
     oldest_at: datetime | None = None  # when the oldest queued message was queued
+    # False when a message whose answer was lost may be posted twice: no look-up is possible
+    # (webhooks and the terminal, or the Web API without the history scopes).
+    exactly_once: bool = False
 
     @property
     def state(self) -> str:
@@ -82,7 +85,7 @@ class Deliverer:
         self._backoff_cap = backoff_cap
         self._not_before: datetime | None = None
         self._lock = asyncio.Lock()
-        self.status = DeliveryStatus()
+        self._status = DeliveryStatus()
 
     def seconds_until_ready(self) -> float:
         if self._not_before is None:
@@ -113,13 +116,17 @@ class Deliverer:
         if len(messages) == BATCH:
             # Only a full batch can hide more behind it; otherwise no second read per tick.
             left = await self._store.pending_messages(limit=1000, destination=self.destination)
-        self.status = DeliveryStatus(
+        self._status = DeliveryStatus(
             queued=len(left),
-            problem=self.status.problem,
-            refused=self.status.refused,
+            problem=self._status.problem,
+            refused=self._status.refused,
             oldest_at=left[0].created_at if left else None,
         )
         return sent
+
+    @property
+    def status(self) -> DeliveryStatus:
+        return replace(self._status, exactly_once=self.exactly_once)
 
     @property
     def exactly_once(self) -> bool:
@@ -195,7 +202,7 @@ class Deliverer:
         if self._metrics:
             self._metrics.alerts_sent.inc()
         self._not_before = None
-        self.status = DeliveryStatus(queued=self.status.queued)
+        self._status = DeliveryStatus(queued=self._status.queued)
         log.info(
             "alert delivered",
             extra={"events": len(events), "via": self._notifier.name, "kind": message.kind},
@@ -213,7 +220,7 @@ class Deliverer:
     ) -> None:
         now = self._clock()
         self._not_before = now + delay
-        self.status = DeliveryStatus(queued=self.status.queued, problem=error, refused=refused)
+        self._status = DeliveryStatus(queued=self._status.queued, problem=error, refused=refused)
         if self._metrics:
             self._metrics.delivery_failures.inc()
         # Once an attempt may have arrived, every later one keeps looking first, whatever

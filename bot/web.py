@@ -109,6 +109,13 @@ async def healthz(request: web.Request) -> web.Response:
             "status": delivery.state,
             "error": delivery.problem,
             "queued": delivery.queued,
+            # Web API delivery looks a message up before re-sending it; without the history
+            # scopes (or with a webhook) a lost answer can mean a second post.
+            "guarantee": "exactly-once" if delivery.exactly_once else "at-least-once",
+            "destinations": {
+                name: {"status": d.state, "error": d.problem, "queued": d.queued}
+                for name, d in sorted(health.destinations.items())
+            },
         },
         "socket_mode": "off",
         "socket_mode_error": None,

@@ -10,7 +10,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from bot.clock import Clock, Monotonic
@@ -38,7 +39,9 @@ class Health:
     poll_interval: timedelta
     poller: bool  # this replica holds the poller lease
     store_error: str | None
-    delivery: DeliveryStatus
+    delivery: DeliveryStatus  # the primary destination's
+    # Every other destination's (team chats), by name.
+    destinations: dict[str, DeliveryStatus] = field(default_factory=dict)
 
     @property
     def stale(self) -> bool:
@@ -50,7 +53,7 @@ class Health:
             return "store_unavailable"
         if self.stale:
             return "stale"
-        if self.delivery.state != "ok":
+        if any(d.state != "ok" for d in (self.delivery, *self.destinations.values())):
             # Polling is alive, so the process should not be restarted; say what is wrong.
             return "degraded"
         return "ok"
@@ -70,6 +73,7 @@ class Worker:
         deliverer: Deliverer,
         store: StateStore,
         *,
+        others: Sequence[Deliverer] = (),
         poll_interval: timedelta,
         holder: str,
         clock: Clock,
@@ -78,6 +82,9 @@ class Worker:
     ) -> None:
         self._monitor = monitor
         self._deliverer = deliverer
+        # One loop per destination: a slow or paused one never holds up another.
+        self._deliverers = [deliverer, *others]
+        self._wakes = [asyncio.Event() for _ in self._deliverers]
         self._store = store
         self.poll_interval = poll_interval
         self.holder = holder
@@ -90,7 +97,6 @@ class Worker:
         self.store_problem: str | None = None
         self.store_ready = asyncio.Event()
         self._stop = asyncio.Event()
-        self._wake_delivery = asyncio.Event()
         self._cycle_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -103,12 +109,20 @@ class Worker:
         by whatever JPush, Slack or the state store are doing."""
         self._tasks = [
             asyncio.create_task(self.poll_forever(), name="poll-loop"),
-            asyncio.create_task(self.deliver_forever(), name="delivery-loop"),
+            *(
+                asyncio.create_task(self._drain(i), name=f"delivery-loop-{d.destination}")
+                for i, d in enumerate(self._deliverers)
+            ),
         ]
 
     def stop(self) -> None:
         self._stop.set()
-        self._wake_delivery.set()
+        self.wake_delivery()
+
+    def wake_delivery(self) -> None:
+        """Something was queued: every destination looks at once."""
+        for wake in self._wakes:
+            wake.set()
 
     async def shutdown(self, grace: float) -> None:
         """Stop both loops: an in-flight commit or delivery may finish within `grace` seconds
@@ -161,7 +175,7 @@ class Worker:
                     async with self._cycle_lock:
                         await self._monitor.cycle()
                     self.last_cycle_at = self._clock()
-                    self._wake_delivery.set()
+                    self.wake_delivery()
                 self.store_problem = None
             except StoreError as exc:
                 self.store_problem = str(exc)
@@ -174,24 +188,32 @@ class Worker:
             await self._sleep(max(0.0, self.poll_interval.total_seconds() - elapsed))
 
     async def deliver_forever(self) -> None:
+        """Drain every destination's queue until stopped."""
+        await asyncio.gather(*(self._drain(i) for i in range(len(self._deliverers))))
+
+    async def _drain(self, index: int) -> None:
+        deliverer, wake = self._deliverers[index], self._wakes[index]
         await self.store_ready.wait()
         idle = min(5.0, self.poll_interval.total_seconds())
         while not self._stop.is_set():
             # Cleared before the work, not after: a wake-up (stop, or a cycle that queued a
             # message) that arrives while delivering must not be lost for `idle` seconds.
-            self._wake_delivery.clear()
+            wake.clear()
             try:
-                await self._deliverer.deliver_pending()
+                await deliverer.deliver_pending()
             except StoreError as exc:
                 log.warning("delivery paused: state store unavailable: %s", exc)
             except Exception:
                 log.exception("delivery loop error")
             if self._metrics:
-                status = self._deliverer.status
-                self._metrics.observe_outbox(status.queued, status.oldest_at)
-            wait = self._deliverer.seconds_until_ready() or idle
+                statuses = [d.status for d in self._deliverers]
+                oldest = [s.oldest_at for s in statuses if s.oldest_at is not None]
+                self._metrics.observe_outbox(
+                    sum(s.queued for s in statuses), min(oldest) if oldest else None
+                )
+            wait = deliverer.seconds_until_ready() or idle
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_delivery.wait(), timeout=max(0.05, wait))
+                await asyncio.wait_for(wake.wait(), timeout=max(0.05, wait))
 
     async def health(self, now: datetime) -> Health:
         store_error = self.store_problem
@@ -208,6 +230,7 @@ class Worker:
             poller=self.is_poller,
             store_error=store_error,
             delivery=self._deliverer.status,
+            destinations={d.destination: d.status for d in self._deliverers[1:]},
         )
 
     async def last_completed_cycle(self) -> datetime | None:
