@@ -304,6 +304,7 @@ class Op:
     broadcast: bool = False
     mention: bool = False  # put the critical mention in front
     keys: tuple[str, ...] = ()
+    scope: str = ""  # for a notice: whose incident it is about
 
     @property
     def top_level(self) -> bool:
@@ -331,6 +332,7 @@ class Op:
             "broadcast": self.broadcast,
             "mention": self.mention,
             "keys": list(self.keys),
+            "scope": self.scope,
         }
 
     @classmethod
@@ -355,6 +357,7 @@ class Op:
             broadcast=bool(d.get("broadcast", False)),
             mention=bool(d.get("mention", False)),
             keys=tuple(d.get("keys", [])),
+            scope=str(d.get("scope", "")),
         )
 
 

@@ -101,7 +101,8 @@ def step(
     `id_prefix` must be unique per call and sort after every earlier call's (the outbox id of
     the cycle does both).
     """
-    ids = _Ids(id_prefix)
+    # Provisional ids while planning; the final ones follow the plan's order (_number).
+    ids = _Ids(f"{id_prefix}~")
     by_scope: dict[str, list[Event]] = {}
     for event in events:
         by_scope.setdefault(event.scope, []).append(event)
@@ -114,7 +115,7 @@ def step(
         current = incidents.get(scope)
         scope_events = by_scope.get(scope, [])
         if current is None:
-            new = _open(scope, scope_events, now, policy, ids)
+            new = _open(scope, scope_events, now, policy, f"{scope}@{id_prefix}")
             if new is not None:
                 opened.append(new)
             continue
@@ -134,7 +135,30 @@ def step(
         ops.append(_update(root_id, _sharing(root_id, incidents, closed), ids))
         ops.extend(_mentioning(r, policy) for r in root_replies)
     # Roots come first, so a channel's cap counts them before any broadcast.
-    return Plan(book=IncidentBook(open=incidents), ops=_cap(ops, policy), quiet_keys=quiet)
+    ops, incidents = _number(_cap(ops, policy), incidents, id_prefix)
+    return Plan(book=IncidentBook(open=incidents), ops=ops, quiet_keys=quiet)
+
+
+def _number(
+    ops: Sequence[Op], incidents: Mapping[str, Incident], prefix: str
+) -> tuple[list[Op], dict[str, Incident]]:
+    """Final ids in plan order (each destination sends in id order); new roots renamed."""
+    final = {op.id: f"{prefix}-{n:03d}" for n, op in enumerate(ops, 1)}
+
+    def root(root_id: str) -> str:
+        return final.get(root_id, root_id)
+
+    numbered = [
+        replace(
+            op,
+            id=final[op.id],
+            root_id=root(op.root_id),
+            views=tuple(replace(v, root_id=root(v.root_id)) for v in op.views),
+        )
+        for op in ops
+    ]
+    renamed = {s: replace(i, root_id=root(i.root_id)) for s, i in incidents.items()}
+    return numbered, renamed
 
 
 def _sharing(
@@ -155,7 +179,7 @@ def _mentioning(op: Op, policy: IncidentPolicy) -> Op:
 
 
 def _open(
-    scope: str, events: Sequence[Event], now: datetime, policy: IncidentPolicy, ids: _Ids
+    scope: str, events: Sequence[Event], now: datetime, policy: IncidentPolicy, incident_id: str
 ) -> Incident | None:
     if not events:
         return None
@@ -165,7 +189,7 @@ def _open(
     # Only closing events with nothing open (state from before incidents existed): a root
     # that says so, closed at once, so the news is not lost.
     return Incident(
-        id=f"{scope}@{ids()}",
+        id=incident_id,
         scope=scope,
         channel=policy.channel_for(scope),
         opened_at=now,
@@ -313,6 +337,7 @@ def _reply(incident: Incident, notice: Notice, ids: _Ids) -> Op:
         channel=incident.channel,
         root_id=incident.root_id,
         notice=notice,
+        scope=incident.scope,
     )
 
 

@@ -341,7 +341,7 @@ def _metadata_id(message: Any) -> str | None:
 
 def _op_scope(op: Op) -> str:
     scopes = sorted({v.scope for v in op.views} | {e.scope for e in op.events})
-    return ",".join(scopes)
+    return ",".join(scopes) or op.scope
 
 
 def _scopes(message: OutboxMessage) -> str:

@@ -414,6 +414,8 @@ def test_incidents_follow_the_alert_engine(steps: list[tuple[dict[str, object], 
         plan = incidents.step(book, events, now, policy, f"c{n:04d}")
         book = plan.book
         ops = list(plan.ops)
+        # Ids sort in plan order: each destination sends in id order.
+        assert [op.id for op in ops] == sorted(op.id for op in ops)
         for i, (scope, kind, minutes) in enumerate(actions):
             notice = Notice(kind, by="U1", until=now + timedelta(minutes=minutes))
             try:

@@ -78,7 +78,7 @@ def render_root(
     if shown < len(views):
         names = ", ".join(escape_mrkdwn(v.scope) for v in views[shown:])
         blocks.append(context_block(loc.lang.and_more.format(n=len(views) - shown, names=names)))
-    lines = [f"{v.scope}: {_state_word(v, loc)}" for v in views]
+    lines = [_plain_state(v, now, loc) for v in views]
     text = clip_escaped(escape_mrkdwn(f"{title} — " + "; ".join(lines)), MAX_FALLBACK_TEXT)
     return SlackMessage(text=f"{prefix}{text}", blocks=blocks)
 
@@ -110,10 +110,12 @@ def _title(views: Sequence[Incident], loc: Locale) -> str:
     return f":warning: {words}"
 
 
-def _state_word(incident: Incident, loc: Locale) -> str:
+def _plain_state(incident: Incident, now: datetime, loc: Locale) -> str:
+    """`shop [WARNING] industry (transactional): 500 left, below warning 1,000 · …`."""
     if incident.closed_at is not None:
-        return loc.lang.incident_all_clear
-    return loc.lang.status_word[incident.level.status]
+        return f"{incident.scope}: {loc.lang.incident_all_clear}"
+    events = _current(incident)
+    return "; ".join(f"{incident.scope} {event_line(e, now, loc, PLAIN)}" for e in events)
 
 
 def _incident_blocks(incident: Incident, now: datetime, loc: Locale) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,10 +160,21 @@ def _fetch_event(scope: str, m: re.Match[str]) -> Parsed:
     return (scope, None, kind, None, None)
 
 
+_NOTICE_LINE = re.compile(r"^:[a-z_]+: [^*]")  # ack, snooze, "all clear": no event tag
+
+
 def parse_message(body: Mapping[str, Any]) -> list[Parsed]:
-    """Every event of one alert message, from its section blocks (one line per event)."""
+    """Every event of one alert message, from its section blocks (one line per event).
+
+    A grouped message or an incident root titles each scope's section; a thread reply has no
+    title, and its scope comes from the message metadata. Notices (who acknowledged, "all
+    clear") carry no event.
+    """
     events: list[Parsed] = []
     assert body.get("text"), f"message without a text fallback: {body}"
+    reply = body.get("thread_ts") is not None
+    metadata = body.get("metadata") or {}
+    meta_scope = (metadata.get("event_payload") or {}).get("scope")
     for block in body.get("blocks", []):
         if block.get("type") == "context":
             text = block["elements"][0]["text"]
@@ -172,19 +184,31 @@ def parse_message(body: Mapping[str, Any]) -> list[Parsed]:
             continue
         lines = block["text"]["text"].split("\n")
         head = _SCOPE_LINE.match(lines[0])
-        assert head, f"section without a scope title: {lines[0]!r}"
-        scope = head["scope"]
-        for line in lines[1:]:
+        if head:
+            scope, lines = head["scope"], lines[1:]
+        else:
+            assert reply and meta_scope, f"section without a scope title: {lines[0]!r}"
+            scope = str(meta_scope)
+        for line in lines:
             quota = _QUOTA_LINE.match(line)
             fetch = _FETCH_LINE.match(line)
             if quota:
                 events.append(_quota_event(scope, quota))
             elif fetch:
                 events.append(_fetch_event(scope, fetch))
-            else:
+            elif not _NOTICE_LINE.match(line):
                 raise AssertionError(f"unrecognised event line in {scope}: {line!r}")
-    assert events, f"alert message without events: {body}"
+    assert events or reply, f"alert message without events: {body}"
     return events
+
+
+def message_ids(posts: Iterable[Post]) -> Counter[str]:
+    """How often each outbox id reached Slack (from the metadata every post carries)."""
+    found: Counter[str] = Counter()
+    for post in posts:
+        payload = (post.body.get("metadata") or {}).get("event_payload") or {}
+        found[str(payload.get("message_id"))] += 1
+    return found
 
 
 # --- a fake Slack that remembers what it answered -------------------------------------------
@@ -204,7 +228,9 @@ class RecordingSlack(FakeSlack):
 
     def _record(self, request: web.Request, body: dict[str, Any], accepted: bool) -> None:
         super()._record(request, body, accepted)
-        self.answers.append(self._answer)
+        # Look-ups are not scripted: they always get an ordinary answer.
+        reading = request.path.startswith("/api/conversations.")
+        self.answers.append(Answer() if reading else self._answer)
 
     def last_request_at(self) -> float:
         return self.posts[-1].at if self.posts else 0.0

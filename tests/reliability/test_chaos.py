@@ -46,6 +46,7 @@ from chaos_support import (
     fetch_sequence_ok,
     judge,
     make_schedule,
+    message_ids,
     parse_message,
     parse_metrics,
     value_was_current,
@@ -488,7 +489,10 @@ async def test_chaos(world: World, state_url: str) -> None:
 
     delivered = [Delivered(p, parse_message(p.body)) for p in world.slack.accepted()]
     verdict = judge(delivered, world.kills, KILL_WINDOW)
-    report(world, steps, delivered, verdict.duplicates, started, settled_in, state_url)
+    # Web API delivery is exactly once: no outbox message reached Slack twice, kills included.
+    posted_twice = {i: n for i, n in message_ids(world.slack.accepted()).items() if n > 1}
+    report(world, steps, delivered, len(posted_twice), started, settled_in, state_url)
+    assert not posted_twice, f"posted twice: {posted_twice}"
 
     assert not verdict.unexplained, f"announced twice without a kill: {verdict.unexplained}"
     expected = expected_events(steps)
@@ -615,7 +619,9 @@ def report(
         "slack attempts": len(world.slack.attempts()),
         "messages accepted": len(delivered),
         "fetch-failing alerts": fetch_alerts,
-        "duplicates (kill between post and record)": duplicates,
+        "duplicates (outbox ids posted twice)": duplicates,
+        "look-ups": len(world.slack.attempts("/api/conversations.")),
+        "root updates": len(world.slack.accepted("/api/chat.update")),
         "delivery latency s (p50/max)": (
             (round(statistics.median(latencies), 2), round(max(latencies), 2))
             if latencies
