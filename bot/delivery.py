@@ -18,10 +18,10 @@ from datetime import datetime, timedelta
 from bot.alerts_types import OpKind
 from bot.errors import DeliveryRefused, DeliveryRetryable, StoreError
 from bot.metrics import Metrics
-from bot.notify import SEND_TIMEOUT, Notifier, Receipt, SlackWebNotifier
+from bot.notify import SEND_TIMEOUT, Notifier, SlackWebNotifier
 from bot.render.alert import SlackMessage, render_alert, render_alert_console
 from bot.render.incident import render_op
-from bot.store.base import META_SLACK_NOT_BEFORE, PRIMARY, OutboxMessage, StateStore
+from bot.store.base import META_SLACK_NOT_BEFORE, PRIMARY, OutboxMessage, Receipt, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ class Deliverer:
             root_id = message.id
         try:
             await self._store.mark_delivered(
-                message.id, self._clock(), ts=receipt.ts, root_id=root_id
+                message.id, self._clock(), Receipt(ts=receipt.ts, root_id=root_id)
             )
         except StoreError:
             # Slack has it but we could not record that: the claim expires and it may be

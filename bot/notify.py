@@ -10,7 +10,6 @@ import asyncio
 import logging
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TextIO
 
@@ -26,7 +25,7 @@ from bot.incidents import IncidentPolicy
 from bot.outbox import Routing
 from bot.render.alert import SlackMessage
 from bot.settings import Settings
-from bot.store.base import OutboxMessage
+from bot.store.base import OutboxMessage, Receipt
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +101,6 @@ def classify(status: int, error: str | None, headers: Any) -> Exception:
         reason = error or f"http_{status}"
         return DeliveryRefused(f"Slack refused the message: {reason}", reason=reason)
     return DeliveryRetryable(f"Slack did not accept the message: {error or f'HTTP {status}'}")
-
-
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """What a delivered message became: its Slack `ts`, and whose root it now is."""
-
-    ts: str | None = None
-    root_id: str | None = None
 
 
 # Updating a root that Slack no longer lets us edit: post a fresh root instead (once).
