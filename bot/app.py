@@ -14,7 +14,7 @@ import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from aiohttp import web
 
@@ -25,7 +25,7 @@ from bot.forecast import min_span_for
 from bot.jpush import JPushClient
 from bot.metrics import Metrics
 from bot.monitor import Monitor
-from bot.notify import Notifier, make_routing
+from bot.notify import EventSender, Notifier, make_routing
 from bot.quota import Scope
 from bot.settings import Settings
 from bot.store.base import StateStore
@@ -51,10 +51,14 @@ class Services:
     worker: Worker
     clock: Clock
     monotonic: Monotonic
+    # The other destinations (team chats) by name, each drained by its own loop.
+    destinations: Mapping[str, Notifier | EventSender] = field(default_factory=dict)
 
     async def close(self) -> None:
         await self.client.close()
         await self.notifier.close()
+        for other in self.destinations.values():
+            await other.close()
         with contextlib.suppress(StoreError):
             await self.store.close()
 
@@ -109,7 +113,7 @@ def build_services(
     monotonic: Monotonic = time.monotonic,
     client: JPushClient | None = None,
     holder: str | None = None,
-    destinations: Mapping[str, Notifier] | None = None,
+    destinations: Mapping[str, Notifier | EventSender] | None = None,
 ) -> Services:
     """Everything `serve` runs and `check --notify` runs once. Opens nothing: the worker
     opens the store (retrying), and `check` opens it itself.
@@ -133,7 +137,13 @@ def build_services(
     # A retry should not wait longer than a poll interval: the next cycle's news waits too.
     backoff_cap = min(settings.poll_interval, DEFAULT_BACKOFF_CAP)
     deliverer = Deliverer(
-        store, notifier, holder=holder, clock=clock, metrics=metrics, backoff_cap=backoff_cap
+        store,
+        notifier,
+        holder=holder,
+        clock=clock,
+        metrics=metrics,
+        backoff_cap=backoff_cap,
+        locale=settings.locale(),
     )
     others = [
         Deliverer(
@@ -144,6 +154,7 @@ def build_services(
             metrics=metrics,
             backoff_cap=backoff_cap,
             destination=name,
+            locale=settings.locale(),
         )
         for name, other in destinations.items()
     ]
@@ -171,6 +182,7 @@ def build_services(
         worker=worker,
         clock=clock,
         monotonic=monotonic,
+        destinations=destinations,
     )
 
 

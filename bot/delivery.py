@@ -18,8 +18,9 @@ from datetime import datetime, timedelta
 from bot.alerts_types import OpKind
 from bot.errors import DeliveryRefused, DeliveryRetryable, StoreError
 from bot.metrics import Metrics
-from bot.notify import SEND_TIMEOUT, Notifier, SlackWebNotifier
+from bot.notify import SEND_TIMEOUT, EventSender, Notifier, SlackWebNotifier
 from bot.render.alert import SlackMessage, render_alert, render_alert_console
+from bot.render.format import DEFAULT, Locale
 from bot.render.incident import render_op
 from bot.store.base import META_SLACK_NOT_BEFORE, PRIMARY, OutboxMessage, Receipt, StateStore
 
@@ -62,15 +63,17 @@ class Deliverer:
     def __init__(
         self,
         store: StateStore,
-        notifier: Notifier,
+        notifier: Notifier | EventSender,
         *,
         holder: str,
         clock: Callable[[], datetime],
         metrics: Metrics | None = None,
         backoff_cap: timedelta = DEFAULT_BACKOFF_CAP,
         destination: str = PRIMARY,
+        locale: Locale = DEFAULT,
     ) -> None:
         self.destination = destination
+        self._loc = locale
         # Each destination paces itself: one that says 429 never holds up another.
         self._not_before_meta = (
             META_SLACK_NOT_BEFORE
@@ -149,18 +152,22 @@ class Deliverer:
         now = self._clock()
         rendered: SlackMessage
         notifier = self._notifier
+        if isinstance(notifier, EventSender):
+            await notifier.send_events(message.events, now)
+            return Receipt()
         if message.op is not None:
             mention = notifier.mention if isinstance(notifier, SlackWebNotifier) else None
-            rendered = render_op(message.op, now, mention)
+            rendered = render_op(message.op, now, mention, self._loc)
         else:
-            rendered = render_alert(list(message.events), now)
+            rendered = render_alert(list(message.events), now, self._loc)
         if isinstance(notifier, SlackWebNotifier):
             try:
                 async with asyncio.timeout(SEND_BUDGET_S):
                     return await notifier.deliver(message, rendered, self._root_ts)
             except TimeoutError:
                 raise DeliveryRetryable("Slack did not answer in time", maybe_sent=True) from None
-        console = render_alert_console(list(message.events), now) if message.events else ""
+        events = list(message.events)
+        console = render_alert_console(events, now, self._loc) if events else ""
         await notifier.send(rendered, console or rendered.text)
         return Receipt()
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol, TextIO, runtime_checkable
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -19,7 +19,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetr
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot.alerts_types import Op, OpKind
+from bot.alerts_types import Event, Op, OpKind
 from bot.errors import DeliveryRefused, DeliveryRetryable
 from bot.incidents import IncidentPolicy
 from bot.outbox import Routing
@@ -63,6 +63,17 @@ REFUSALS = frozenset(
 )
 
 SEND_TIMEOUT = 15  # seconds; below the deliverer's claim so a slow post can't outlive its claim
+
+
+@runtime_checkable
+class EventSender(Protocol):
+    """A destination that renders a cycle's events itself (team chats, in their own format)."""
+
+    name: str
+
+    async def send_events(self, events: Sequence[Event], now: datetime) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 class Notifier(Protocol):
