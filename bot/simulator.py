@@ -59,7 +59,7 @@ from aiohttp.typedefs import Handler
 
 QUOTA_FIELDS: tuple[str, ...] = ("balance", "voice", "industry", "market")
 
-# The contract's table: code -> (HTTP status, message).
+# JPush's documented error codes: code -> (HTTP status, message) as its API answers them.
 ERRORS: dict[int, tuple[int, str]] = {
     50001: (400, "missing auth"),
     50002: (401, "auth failed"),
@@ -182,7 +182,7 @@ class JPushSimulator:
     ) -> None:
         """The next `n` requests (for `key`, or any key) get this failure instead of an answer.
 
-        `code` answers the contract's status for that code (or `status`) with a JPush error
+        `code` answers JPush's HTTP status for that code (or `status`) with a JPush error
         body; `body` answers those raw bytes with `status` (default 200).
         """
         if n <= 0:

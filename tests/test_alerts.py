@@ -573,7 +573,8 @@ class Announced:
 
 
 class Model:
-    """What the contract promises about announcements, checked event by event."""
+    """The announcement rules (fire, escalate, repeat, resolve), restated independently of
+    bot.alerts and checked event by event."""
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy

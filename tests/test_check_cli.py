@@ -87,7 +87,7 @@ async def test_critical_beats_unknown(sim: JPushSimulator, tmp_path: Path) -> No
     assert json.loads(out)["status"] == "critical"
 
 
-async def test_json_shape_matches_the_contract(sim: JPushSimulator, tmp_path: Path) -> None:
+async def test_json_shape_is_the_documented_one(sim: JPushSimulator, tmp_path: Path) -> None:
     sim.set_balance("dev", "balance", 9)
     sim.set_balance("dev", "voice", 702)
     rc, out, _ = await run_cli(["check", "--json"], env_for(sim, tmp_path), tmp_path)

@@ -136,7 +136,7 @@ async def test_base_url_with_or_without_trailing_slash(
     assert reading.balances == typed(ACCOUNT_BALANCES)
 
 
-# -- the contract's error table ----------------------------------------------------------------
+# -- JPush's error codes and how each is handled ------------------------------------------------
 
 # code, requests made (max_attempts=5), configuration error, exception raised by fetch_balances
 ERROR_TABLE = [
@@ -152,7 +152,7 @@ ERROR_TABLE = [
 
 
 @pytest.mark.parametrize(("code", "requests", "config", "exc_type"), ERROR_TABLE)
-async def test_error_codes_follow_the_contract(
+async def test_error_codes_are_handled_by_kind(
     sim: JPushSimulator,
     client: JPushClient,
     code: int,

@@ -143,7 +143,7 @@ async def test_metrics_token_created_series_and_naming(slack: FakeSlack, tmp_pat
                 assert now - 3600 < sample.value < now + 60, sample
 
     found = samples(exposition)
-    # The contract's names, a threshold the rules compare against, the stuck alert.
+    # The documented metric names, a threshold the rules compare against, the stuck alert.
     assert ({"scope": "account", "type": "balance"}, 500.0) in found["sms_balance"]
     assert any(
         labels == {"scope": "shop", "type": "industry"}

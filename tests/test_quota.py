@@ -115,5 +115,6 @@ def test_lower_values_are_never_better(value: int, warning: int, critical: int) 
     assert rank[lower] >= rank[higher]
 
 
-def test_quota_type_names_match_the_contract() -> None:
+def test_quota_type_names_are_the_public_ones() -> None:
+    # Used in JSON output, metric labels and ALERT_* variable names.
     assert [t.value for t in QuotaType] == ["balance", "voice", "industry", "market"]

@@ -1,4 +1,4 @@
-"""`sms-balance-bot check`: the contract's JSON shape, the status order and the table."""
+"""`sms-balance-bot check`: the documented JSON shape, the status order and the table."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ UNASSIGNED = view("crm", unassigned=True)
 # --- JSON -------------------------------------------------------------------------------------
 
 
-def test_contract_example() -> None:
+def test_documented_json_example() -> None:
     assert check_json([CRITICAL, UNKNOWN]) == {
         "status": "critical",
         "scopes": [

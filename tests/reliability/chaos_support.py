@@ -1,8 +1,8 @@
 """Pieces of the chaos scenario that are plain functions: the balance schedule, the model of
 what the bot must announce, and a parser that reads alert events back out of Slack messages.
 
-The model is written from the contract, not from `bot.alerts`, so the scenario checks the bot
-against an independent statement of the rules.
+The model restates the alert rules from their specification, not from `bot.alerts`, so the
+scenario checks the bot against an independent statement of them.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def _level(value: int) -> str:
 
 
 def expected_events(steps: Iterable[Step]) -> dict[tuple[str, str], list[Parsed]]:
-    """Per (scope, type): the events the contract requires, given every step was read."""
+    """Per (scope, type): the events the alert rules require, given every step was read."""
     state: dict[tuple[str, str], str | None] = {}
     out: dict[tuple[str, str], list[Parsed]] = {}
     for step in steps:

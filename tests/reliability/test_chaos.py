@@ -6,7 +6,7 @@ timeouts, HTML 502 pages, resets and rate limits at it, take Slack down (500, dr
 connections, 429 with Retry-After) and kill -9 the bot and start it again. Then the world is
 made healthy and the bot left to settle, and everything Slack accepted is read back:
 
-- every condition that was open was announced, in order, exactly as the contract's rules say;
+- every condition that was open was announced, in order, exactly as the alert rules say;
 - nothing was announced twice, except a message Slack accepted just before a kill (counted);
 - no low-balance alert names a value the simulator did not serve for that scope and type at
   that time (a failed read never looks like a low balance); the stored history agrees;

@@ -1,6 +1,6 @@
 """Two cron runs of `check --notify` that overlap (a slow Slack, a cron every minute) share one
-state store. The contract: the same open condition is never announced twice, "not across
-replicas sharing one STATE_URL". Both runs claim outbox messages under the same holder name,
+state store. The same open condition must never be announced twice, not even across
+processes sharing one STATE_URL. Both runs claim outbox messages under the same holder name,
 "check", and a claim is granted to its own holder again, so both send the one message.
 """
 
