@@ -81,7 +81,7 @@ async def _wait_for_signal() -> None:
 
 
 async def serve_bot(store_kind: str, workdir: Path) -> None:
-    from bot.app import serve_app
+    from bot.app import build_services, serve_app
     from bot.logs import setup_logging
     from bot.notify import ConsoleNotifier
     from bot.settings import Settings
@@ -104,7 +104,7 @@ async def serve_bot(store_kind: str, workdir: Path) -> None:
     store = make_store(state_url, retention=settings.history_retention)
     # As `serve` does: INFO to stderr (the orchestrator sends it to a file).
     setup_logging("INFO", "text")
-    app = create_app(settings, store=store, notifier=ConsoleNotifier(sys.stderr))
+    app = create_app(build_services(settings, store=store, notifier=ConsoleNotifier(sys.stderr)))
 
     async def first_poll_done(port: int) -> None:
         worker = app[SERVICES].worker

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from bot.app import build_services, jpush_client, new_holder, poll_monitor, serve_app
+from bot.app import build_services, new_holder, serve_app
 from bot.clock import Clock, utcnow
 from bot.errors import ConfigError, StoreError
 from bot.forecast import Forecasts
@@ -100,7 +100,7 @@ def _serve(settings: Settings) -> int:
     settings.require_scopes()
     warn_console_delivery(settings)
     store = store_from_settings(settings)
-    app = create_app(settings, store=store, notifier=make_notifier(settings))
+    app = create_app(build_services(settings, store=store, notifier=make_notifier(settings)))
     return asyncio.run(serve_app(app, settings.host, settings.port))
 
 
@@ -146,26 +146,29 @@ async def check_once(
     The readings join the history (so cron-driven checks build forecasts), but no alert is
     evaluated: without the store the numbers are still worth printing.
     """
-    scopes = settings.require_scopes()
     try:
         await store.open()
+        store_ok = True
     except StoreError as exc:
         log.warning("state store unavailable, no forecasts: %s", exc)
-        async with jpush_client(settings, clock=clock) as client:
-            return await client.fetch_all(scopes), {}
+        store_ok = False
+    # Nothing is delivered: the notifier is only there to complete the services.
+    services = build_services(
+        settings, store=store, notifier=ConsoleNotifier(sys.stderr), clock=clock
+    )
     try:
-        async with jpush_client(settings, clock=clock) as client:
-            monitor = poll_monitor(settings, store, client, clock=clock)
-            readings = await client.fetch_all(scopes)
-            try:
-                forecasts = await monitor.forecasts_for(readings, clock())
-                await store.save_readings(readings)
-            except StoreError as exc:
-                log.warning("state store unavailable, no forecasts: %s", exc)
-                forecasts = {}
-            return readings, forecasts
+        readings = await services.client.fetch_all(services.scopes)
+        if not store_ok:
+            return readings, {}
+        try:
+            forecasts = await services.monitor.forecasts_for(readings, clock())
+            await store.save_readings(readings)
+        except StoreError as exc:
+            log.warning("state store unavailable, no forecasts: %s", exc)
+            forecasts = {}
+        return readings, forecasts
     finally:
-        await store.close()
+        await services.close()
 
 
 async def check_and_notify(

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from bot.alerts_types import OpKind
+from bot.clock import Clock
 from bot.errors import DeliveryRefused, DeliveryRetryable, StoreError
 from bot.metrics import Metrics
 from bot.notify import SEND_TIMEOUT, EventSender, Notifier, SlackWebNotifier
@@ -66,7 +67,7 @@ class Deliverer:
         notifier: Notifier | EventSender,
         *,
         holder: str,
-        clock: Callable[[], datetime],
+        clock: Clock,
         metrics: Metrics | None = None,
         backoff_cap: timedelta = DEFAULT_BACKOFF_CAP,
         destination: str = PRIMARY,

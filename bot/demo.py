@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 
 from slack_sdk.signature import SignatureVerifier
 
-from bot.app import serve_app
+from bot.app import build_services, serve_app
 from bot.logs import setup_logging
 from bot.notify import make_notifier, warn_console_delivery
 from bot.settings import load_settings
@@ -105,7 +105,7 @@ async def _run(env_file: str | None, state_dir: str) -> int:
         setup_logging(settings.log_level, settings.log_format)
         warn_console_delivery(settings)
         store = store_from_settings(settings)
-        app = create_app(settings, store=store, notifier=make_notifier(settings))
+        app = create_app(build_services(settings, store=store, notifier=make_notifier(settings)))
         helpers: list[asyncio.Task[None]] = []
 
         async def started(port: int) -> None:

@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any
@@ -344,7 +344,7 @@ async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes |
             return None
 
 
-def _parse_retry_after(value: str | None, clock: Callable[[], datetime]) -> float | None:
+def _parse_retry_after(value: str | None, clock: Clock) -> float | None:
     """`Retry-After` as seconds: delta-seconds or an HTTP date; None when absent or unusable."""
     if not value:
         return None

@@ -20,7 +20,6 @@ from aiohttp import web
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.app import Services
-from bot.clock import Monotonic
 from bot.commands import Command, parse_command
 from bot.errors import StoreError
 from bot.quota import Scope, ScopeReading
@@ -62,9 +61,7 @@ class _CachedReply:
 
 
 class SlashCommands:
-    def __init__(
-        self, services: Services, signature: SlackSignature, *, monotonic: Monotonic
-    ) -> None:
+    def __init__(self, services: Services, signature: SlackSignature) -> None:
         self._scopes = services.scopes
         self._scope_names = [s.name for s in services.scopes]
         self._store = services.store
@@ -75,7 +72,7 @@ class SlashCommands:
         self._stale_after = services.settings.poll_interval * 2
         self._loc = services.settings.locale()
         self._signature = signature
-        self._monotonic = monotonic
+        self._monotonic = services.monotonic
         self._replies: dict[str | None, _CachedReply] = {}
         self._refreshing: dict[str, asyncio.Task[ScopeReading]] = {}
         self._background: set[asyncio.Task[Any]] = set()

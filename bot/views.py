@@ -55,11 +55,13 @@ def unread_views(
     scopes: Sequence[Scope],
     readings: Mapping[str, ScopeReading] | None = None,
     forecasts: Mapping[str, Mapping[QuotaType, Forecast]] | None = None,
+    trends: Mapping[str, Mapping[QuotaType, Sequence[int]]] | None = None,
 ) -> list[ScopeView]:
-    """Every configured scope with only the given readings and forecasts: what is known
-    without reading the store."""
+    """Every configured scope with only the given readings, forecasts and trends: what is
+    known without reading the store."""
     readings = readings or {}
     forecasts = forecasts or {}
+    trends = trends or {}
     return [
         ScopeView(
             scope=s.name,
@@ -67,6 +69,7 @@ def unread_views(
             reading=readings.get(s.name),
             thresholds=s.thresholds,
             forecasts=forecasts.get(s.name, {}),
+            trend=trends.get(s.name, {}),
         )
         for s in scopes
     ]
@@ -86,23 +89,12 @@ async def load_views(
     if readings:
         latest.update(readings)
     forecasts = decode_forecasts(await store.get_meta(META_FORECASTS))
-    views = []
-    for scope in scopes:
-        trend: dict[QuotaType, list[int]] = {}
-        if scope.name == trend_for:
-            since = now - TREND_WINDOW
-            for quota_type in QUOTA_TYPES:
-                points = await store.history(scope.name, quota_type, since)
-                if points:
-                    trend[quota_type] = [v for _, v in points]
-        views.append(
-            ScopeView(
-                scope=scope.name,
-                kind=scope.kind,
-                reading=latest.get(scope.name),
-                thresholds=scope.thresholds,
-                forecasts=forecasts.get(scope.name, {}),
-                trend=trend,
-            )
-        )
-    return views
+    trends: dict[str, dict[QuotaType, list[int]]] = {}
+    if trend_for is not None and any(s.name == trend_for for s in scopes):
+        since = now - TREND_WINDOW
+        trend = trends[trend_for] = {}
+        for quota_type in QUOTA_TYPES:
+            points = await store.history(trend_for, quota_type, since)
+            if points:
+                trend[quota_type] = [v for _, v in points]
+    return unread_views(scopes, latest, forecasts, trends)

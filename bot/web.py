@@ -8,24 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 from slack_sdk.signature import Clock as SignatureClock
 
-from bot.app import Services, build_services
-from bot.clock import Clock, Monotonic, utcnow
+from bot.app import Services
 from bot.errors import StoreError
-from bot.jpush import JPushClient
 from bot.metrics import CONTENT_TYPE, authorized
-from bot.notify import Notifier
-from bot.settings import Settings
 from bot.slack_signature import MAX_BODY, SlackSignature
 from bot.slash import SlashCommands
 from bot.socket_mode import SocketMode
-from bot.store.base import StateStore
 from bot.views import load_views
 
 log = logging.getLogger(__name__)
@@ -39,23 +33,15 @@ SOCKET_MODE: web.AppKey[SocketMode] = web.AppKey("socket_mode", SocketMode)
 
 
 def create_app(
-    settings: Settings,
-    *,
-    store: StateStore,
-    notifier: Notifier,
-    clock: Clock = utcnow,
-    monotonic: Monotonic = time.monotonic,
-    signature_clock: SignatureClock | None = None,
-    client: JPushClient | None = None,
+    services: Services, *, signature_clock: SignatureClock | None = None
 ) -> web.Application:
-    services = build_services(
-        settings, store=store, notifier=notifier, clock=clock, monotonic=monotonic, client=client
-    )
+    """The routes over `services`; the worker runs for as long as the application does."""
+    settings = services.settings
     secret = settings.slack_signing_secret
     signature = SlackSignature(
         secret.get_secret_value() if secret is not None else None, clock=signature_clock
     )
-    slash = SlashCommands(services, signature, monotonic=monotonic)
+    slash = SlashCommands(services, signature)
     app = web.Application(client_max_size=MAX_BODY)
     app[SERVICES] = services
     app[SLASH] = slash

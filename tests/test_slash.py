@@ -19,6 +19,7 @@ from builders import StartSim
 from fake_slack import FakeSlack
 from pytest_aiohttp import AiohttpClient
 
+from bot.app import build_services
 from bot.notify import ConsoleNotifier
 from bot.settings import Settings
 from bot.simulator import JPushSimulator, SimScope
@@ -83,9 +84,11 @@ async def client(
     sim: JPushSimulator, clock: FixedClock, aiohttp_client: AiohttpClient
 ) -> TestClient[Any, Any]:
     app = create_app(
-        make_settings(sim),
-        store=SqliteStore(":memory:"),
-        notifier=ConsoleNotifier(io.StringIO()),
+        build_services(
+            make_settings(sim),
+            store=SqliteStore(":memory:"),
+            notifier=ConsoleNotifier(io.StringIO()),
+        ),
         signature_clock=clock,
     )
     test_client = await aiohttp_client(app)
@@ -254,9 +257,9 @@ async def test_replies_in_chinese_with_times_in_tz(
 ) -> None:
     settings = make_settings(sim, message_language="zh-CN", tz="Asia/Shanghai")
     app = create_app(
-        settings,
-        store=SqliteStore(":memory:"),
-        notifier=ConsoleNotifier(io.StringIO()),
+        build_services(
+            settings, store=SqliteStore(":memory:"), notifier=ConsoleNotifier(io.StringIO())
+        ),
         signature_clock=clock,
     )
     client = await aiohttp_client(app)
@@ -279,9 +282,11 @@ async def test_without_signing_secret_the_route_is_503(
     sim: JPushSimulator, aiohttp_client: AiohttpClient
 ) -> None:
     app = create_app(
-        make_settings(sim, slack_signing_secret=None),
-        store=SqliteStore(":memory:"),
-        notifier=ConsoleNotifier(io.StringIO()),
+        build_services(
+            make_settings(sim, slack_signing_secret=None),
+            store=SqliteStore(":memory:"),
+            notifier=ConsoleNotifier(io.StringIO()),
+        ),
     )
     client = await aiohttp_client(app)
     response = await client.post("/slack/commands", data=BODY, headers=signed(BODY, TS))
@@ -376,9 +381,9 @@ async def test_store_down_help_still_names_scopes_and_show_says_why(
 
     nothing_listens = RedisStore(f"redis://127.0.0.1:{free_port()}/0")
     app = create_app(
-        make_settings(sim),
-        store=nothing_listens,
-        notifier=ConsoleNotifier(io.StringIO()),
+        build_services(
+            make_settings(sim), store=nothing_listens, notifier=ConsoleNotifier(io.StringIO())
+        ),
         signature_clock=FixedClock(NOW),
     )
     client = await aiohttp_client(app)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot.clock import Clock
 from bot.errors import ConfigError
 from bot.store.base import DEFAULT_RETENTION, StateStore
 from bot.store.redis import RedisStore
@@ -22,7 +22,7 @@ def make_store(
     *,
     retention: timedelta = DEFAULT_RETENTION,
     prefix: str = "sms-balance-bot",
-    clock: Callable[[], datetime] | None = None,
+    clock: Clock | None = None,
     tls_verify: bool = True,
 ) -> StateStore:
     """`sqlite:///rel/path`, `sqlite:////abs/path`, `redis://...`, `rediss://...`; `memory://`

@@ -39,6 +39,7 @@ from slack_sdk.signature import Clock
 
 from bot.alerts import Policy
 from bot.alerts_types import EventKind
+from bot.app import build_services
 from bot.jpush import JPushClient
 from bot.monitor import Monitor
 from bot.notify import ConsoleNotifier
@@ -120,9 +121,9 @@ async def _start() -> tuple[JPushSimulator, TestClient[Any, Any]]:
         slack_signing_secret=SECRET,
     )
     app = create_app(
-        app_settings,
-        store=SqliteStore(":memory:"),
-        notifier=ConsoleNotifier(io.StringIO()),
+        build_services(
+            app_settings, store=SqliteStore(":memory:"), notifier=ConsoleNotifier(io.StringIO())
+        ),
         signature_clock=FixedClock(),
     )
     client: TestClient[Any, Any] = TestClient(TestServer(app))
