@@ -13,7 +13,7 @@ import logging
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from aiohttp import web
@@ -69,41 +69,6 @@ def new_holder(prefix: str = "") -> str:
     return f"{prefix}{uuid.uuid4().hex[:12]}"
 
 
-def jpush_client(
-    settings: Settings, *, clock: Clock = utcnow, monotonic: Monotonic = time.monotonic
-) -> JPushClient:
-    return JPushClient(
-        settings.jpush_base_url,
-        timeout=settings.jpush_timeout,
-        concurrency=settings.jpush_concurrency,
-        clock=clock,
-        monotonic=monotonic,
-    )
-
-
-def poll_monitor(
-    settings: Settings,
-    store: StateStore,
-    client: JPushClient,
-    *,
-    clock: Clock = utcnow,
-    monotonic: Monotonic = time.monotonic,
-    metrics: Metrics | None = None,
-    destinations: Sequence[str] = (),
-) -> Monitor:
-    return Monitor(
-        settings.require_scopes(),
-        settings.policy(),
-        client,
-        store,
-        clock=clock,
-        monotonic=monotonic,
-        metrics=metrics,
-        forecast_min_span=min_span_for(settings.poll_interval),
-        routing=replace(make_routing(settings), destinations=tuple(destinations)),
-    )
-
-
 def build_services(
     settings: Settings,
     *,
@@ -124,15 +89,23 @@ def build_services(
     scopes = settings.require_scopes()
     holder = holder or new_holder()
     metrics = Metrics()
-    client = client or jpush_client(settings, clock=clock, monotonic=monotonic)
-    monitor = poll_monitor(
-        settings,
-        store,
+    client = client or JPushClient(
+        settings.jpush_base_url,
+        timeout=settings.jpush_timeout,
+        concurrency=settings.jpush_concurrency,
+        clock=clock,
+        monotonic=monotonic,
+    )
+    monitor = Monitor(
+        scopes,
+        settings.policy(),
         client,
+        store,
         clock=clock,
         monotonic=monotonic,
         metrics=metrics,
-        destinations=list(destinations),
+        forecast_min_span=min_span_for(settings.poll_interval),
+        routing=replace(make_routing(settings), destinations=tuple(destinations)),
     )
     # A retry should not wait longer than a poll interval: the next cycle's news waits too.
     backoff_cap = min(settings.poll_interval, DEFAULT_BACKOFF_CAP)

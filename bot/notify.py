@@ -10,7 +10,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol, TextIO, runtime_checkable
 
 import aiohttp
@@ -20,6 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.alerts_types import Event, Op, OpKind
+from bot.clock import Clock, utcnow
 from bot.errors import DeliveryRefused, DeliveryRetryable
 from bot.incidents import IncidentPolicy
 from bot.outbox import Routing
@@ -143,13 +144,13 @@ class SlackWebNotifier:
         base_url: str = "https://slack.com/api/",
         session: aiohttp.ClientSession | None = None,
         mention: str | None = None,
-        clock: Callable[[], datetime] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if not base_url.endswith("/"):
             base_url += "/"
         self._channel = channel
         self.mention = mention
-        self._clock = clock or (lambda: datetime.now(UTC))
+        self._clock = clock or utcnow
         self.exactly_once = True
         # chat.postMessage takes a channel name, chat.update and the look-ups need its id:
         # learnt from the first post's answer.
