@@ -22,6 +22,7 @@ from bot.clock import Clock, Monotonic, utcnow
 from bot.delivery import DEFAULT_BACKOFF_CAP, Deliverer
 from bot.errors import ConfigError, StoreError
 from bot.forecast import min_span_for
+from bot.incident_actions import IncidentActions
 from bot.jpush import JPushClient
 from bot.metrics import Metrics
 from bot.monitor import Monitor
@@ -51,10 +52,12 @@ class Services:
     worker: Worker
     clock: Clock
     monotonic: Monotonic
+    actions: IncidentActions  # acknowledge and snooze, from any transport
     # The other destinations (team chats) by name, each drained by its own loop.
     destinations: Mapping[str, Notifier | EventSender] = field(default_factory=dict)
 
     async def close(self) -> None:
+        await self.actions.close()
         await self.client.close()
         await self.notifier.close()
         for other in self.destinations.values():
@@ -156,6 +159,12 @@ def build_services(
         clock=clock,
         monotonic=monotonic,
         destinations=destinations,
+        actions=IncidentActions(
+            store,
+            clock=clock,
+            known_scopes={s.name for s in scopes},
+            wake_delivery=worker.wake_delivery,
+        ),
     )
 
 

@@ -19,11 +19,13 @@ from urllib.parse import unquote_plus
 from aiohttp import web
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from bot.alerts_types import Notice, NoticeKind
 from bot.app import Services
 from bot.commands import Command, parse_command
 from bot.errors import StoreError
+from bot.incident_actions import IncidentAction, valid_user
 from bot.quota import Scope, ScopeReading
-from bot.render.slash import render_refresh_pending, render_reply
+from bot.render.slash import render_action_reply, render_refresh_pending, render_reply
 from bot.slack_signature import Refusal, SlackSignature
 from bot.views import load_views, unread_views
 
@@ -35,7 +37,7 @@ STORE_DEADLINE = 1.5
 # A "show" reply is reused for this long (and until the next poll cycle): its "read 3 minutes
 # ago" may lag by a second, and a burst of commands costs one store read and render, not one each.
 REPLY_TTL = 1.0
-_FORM_FIELDS = frozenset({"text", "ssl_check", "response_url"})
+_FORM_FIELDS = frozenset({"text", "ssl_check", "response_url", "user_id"})
 
 
 def form_fields(body: str) -> dict[str, str]:
@@ -53,6 +55,14 @@ def form_fields(body: str) -> dict[str, str]:
     return fields
 
 
+_ACTION_KINDS: dict[str, NoticeKind] = {
+    "ack": NoticeKind.ACK,
+    "unack": NoticeKind.UNACK,
+    "snooze": NoticeKind.SNOOZE,
+    "unsnooze": NoticeKind.UNSNOOZE,
+}
+
+
 @dataclass
 class _CachedReply:
     cycle: datetime | None  # the worker's last cycle when it was rendered
@@ -68,6 +78,7 @@ class SlashCommands:
         self._client = services.client
         self._clock = services.clock
         self._worker = services.worker
+        self._actions = services.actions
         self._metrics = services.metrics
         self._stale_after = services.settings.poll_interval * 2
         self._loc = services.settings.locale()
@@ -90,15 +101,19 @@ class SlashCommands:
         if form.get("ssl_check") == "1":
             self._metrics.commands_ssl_check.inc()
             return web.Response(status=200)
-        reply = await self.reply(form.get("text", ""), form.get("response_url"))
+        reply = await self.reply(
+            form.get("text", ""), form.get("response_url"), form.get("user_id")
+        )
         return web.Response(body=reply, content_type="application/json", charset="utf-8")
 
-    async def reply(self, text: str, response_url: str | None) -> bytes:
+    async def reply(self, text: str, response_url: str | None, user_id: str | None = None) -> bytes:
         """The JSON reply to one command, whatever transport brought it."""
         self._metrics.commands_answered.inc()
         command = parse_command(text, self._scope_names)
         if command.action == "show":
             return await self._show_body(command)
+        if command.action in _ACTION_KINDS:
+            return json.dumps(await self._act(command, user_id)).encode()
         return json.dumps(await self.answer(command, response_url)).encode()
 
     async def answer(self, command: Command, response_url: str | None) -> dict[str, Any]:
@@ -110,6 +125,21 @@ class SlashCommands:
             return render_reply(command, unread_views(self._scopes), self._clock(), loc=self._loc)
         reply, _ = await self._from_store(command)
         return reply
+
+    async def _act(self, command: Command, user_id: str | None) -> dict[str, Any]:
+        """ack / unack / snooze / unsnooze: recorded in the shared state before answering."""
+        assert command.scope is not None
+        now = self._clock()
+        kind = _ACTION_KINDS[command.action]
+        until = now + command.duration if command.duration is not None else None
+        notice = Notice(kind, by=valid_user(user_id), until=until)
+        try:
+            done = await self._actions.apply(IncidentAction(command.scope, notice))
+        except StoreError as exc:
+            return render_reply(
+                command, unread_views(self._scopes), now, store_error=str(exc), loc=self._loc
+            )
+        return render_action_reply(command.scope, notice, done, now, self._loc)
 
     async def close(self) -> None:
         """Let follow-up posts finish briefly, then cancel them and any shared refresh."""

@@ -16,6 +16,7 @@ from slack_sdk.signature import Clock as SignatureClock
 
 from bot.app import Services
 from bot.errors import StoreError
+from bot.interactions import InteractionsRoute
 from bot.metrics import CONTENT_TYPE, authorized
 from bot.slack_signature import MAX_BODY, SlackSignature
 from bot.slash import SlashCommands
@@ -51,8 +52,11 @@ def create_app(
             settings.slack_app_token.get_secret_value(),
             settings.slack_api_url,
             slash=slash.reply,
+            interactions=services.actions.handle_payload,
         )
+    interactions = InteractionsRoute(services.actions, signature, services.metrics)
     app.router.add_post("/slack/commands", slash.handle)
+    app.router.add_post("/slack/interactions", interactions.handle)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/", index)

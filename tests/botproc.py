@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import os
 import signal
 import socket
@@ -162,18 +163,60 @@ async def run_cli(
     return proc.returncode, out.decode(), err.decode()
 
 
-async def post_slash(base_url: str, secret: str, text: str = "") -> tuple[int, dict[str, Any]]:
-    """A correctly signed /sms-balance request, as Slack sends it; (status, JSON reply)."""
-    body = urlencode({"command": "/sms-balance", "text": text}).encode()
-    timestamp = str(int(time.time()))
+def slack_headers(body: bytes, secret: str, timestamp: str | None = None) -> dict[str, str]:
+    """The headers Slack signs a request with (v0 HMAC over `v0:{timestamp}:{body}`)."""
+    timestamp = timestamp or str(int(time.time()))
     base = b"v0:" + timestamp.encode() + b":" + body
-    headers = {
+    return {
         "X-Slack-Request-Timestamp": timestamp,
         "X-Slack-Signature": "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest(),
         "Content-Type": "application/x-www-form-urlencoded",
     }
+
+
+async def post_slash(
+    base_url: str, secret: str, text: str = "", user_id: str | None = None
+) -> tuple[int, dict[str, Any]]:
+    """A correctly signed /sms-balance request, as Slack sends it; (status, JSON reply)."""
+    fields = {"command": "/sms-balance", "text": text}
+    if user_id is not None:
+        fields["user_id"] = user_id
+    body = urlencode(fields).encode()
     async with (
         aiohttp.ClientSession() as s,
-        s.post(base_url + "/slack/commands", data=body, headers=headers) as r,
+        s.post(base_url + "/slack/commands", data=body, headers=slack_headers(body, secret)) as r,
     ):
         return r.status, await r.json(content_type=None)
+
+
+async def post_interaction(base_url: str, secret: str, payload: dict[str, Any]) -> tuple[int, str]:
+    """A correctly signed interactivity request (a button press); (status, body)."""
+    body = urlencode({"payload": json.dumps(payload)}).encode()
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            base_url + "/slack/interactions", data=body, headers=slack_headers(body, secret)
+        ) as r,
+    ):
+        return r.status, await r.text()
+
+
+def button_press(
+    scope: str, action_id: str, user: str = "U0ONCALL", option: str | None = None
+) -> dict[str, Any]:
+    """The block_actions payload Slack sends when a root's button or menu is used."""
+    action: dict[str, Any] = {
+        "action_id": action_id,
+        "block_id": f"incident:{scope}",
+        "type": "static_select" if option else "button",
+    }
+    if option is not None:
+        action["selected_option"] = {"value": option}
+    else:
+        action["value"] = scope
+    return {
+        "type": "block_actions",
+        "user": {"id": user},
+        "actions": [action],
+        "response_url": "https://hooks.slack.com/actions/T/1/x",
+    }

@@ -7,11 +7,22 @@ threads, broadcasts, edits), as a person scrolling the channel would see it.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlencode
 
+import aiohttp
 import pytest
-from botproc import BotProcess, free_port, wait_until
+from botproc import (
+    BotProcess,
+    button_press,
+    free_port,
+    post_interaction,
+    post_slash,
+    slack_headers,
+    wait_until,
+)
 from fake_slack import Answer, FakeSlack, Message
 from world import APP_KEY, APP_SECRET, DEV_KEY, HIGH, alerting_env, healthy_simulator
 
@@ -222,3 +233,110 @@ async def test_restart_never_reposts_a_root(
     await slack.wait_for(lambda s: len(s.thread(root)) >= 1, timeout=CLAIM_TTL_S + 30)
     await polls(sim, 4)
     assert len(slack.roots()) == 1, slack.summary()
+
+
+# --- acknowledge and snooze ------------------------------------------------------------------
+
+SECRET = "e2e-signing-secret"
+
+
+def reminders(slack: FakeSlack, root: Message) -> list[Message]:
+    return [m for m in slack.thread(root) if "(reminder)" in m.text and m.reply_broadcast]
+
+
+async def test_ack_by_button_stops_reminders_until_an_escalation(
+    sim: JPushSimulator, slack: FakeSlack, tmp_path: Path, bots: list[BotProcess]
+) -> None:
+    env = env_for(sim, slack, tmp_path, ALERT_REPEAT_INTERVAL="3s", SLACK_SIGNING_SECRET=SECRET)
+    sim.set_balance(APP_KEY, "voice", 500)
+    bot = await start_bot(bots, env, tmp_path)
+    await slack.wait_for(lambda s: len(s.roots()) == 1)
+    [root] = slack.roots()
+    await slack.wait_for(lambda s: len(reminders(s, root)) >= 1)  # reminders run
+
+    status, _ = await post_interaction(bot.base_url, SECRET, button_press("shop", "ack"))
+    assert status == 200
+    await slack.wait_for(lambda s: "acknowledged by <@u0oncall>" in shown(root))
+    await slack.wait_for(lambda s: any("acknowledged by" in m.text for m in s.thread(root)))
+    assert (
+        next(b for b in root.blocks if b["type"] == "actions")["elements"][0]["action_id"]
+        == "unack"
+    )
+    before = len(reminders(slack, root))
+    await polls(sim, 30)  # three repeat intervals and more
+    assert len(reminders(slack, root)) == before, "a reminder after the acknowledgement"
+
+    # An escalation clears the acknowledgement and is told; reminders come back.
+    sim.set_balance(APP_KEY, "voice", 50)
+    await slack.wait_for(
+        lambda s: (
+            any("critical" in shown(m) for m in reminders(s, root))
+            or any(m.reply_broadcast and "warning → critical" in m.text for m in s.thread(root))
+        )
+    )
+    await slack.wait_for(lambda s: "acknowledged by" not in shown(root))
+    after = len(reminders(slack, root))
+    await slack.wait_for(lambda s: len(reminders(s, root)) > after, timeout=30)
+
+
+async def test_snooze_by_slash_command_keeps_warnings_in_the_thread(
+    sim: JPushSimulator, slack: FakeSlack, tmp_path: Path, bots: list[BotProcess]
+) -> None:
+    env = env_for(sim, slack, tmp_path, SLACK_SIGNING_SECRET=SECRET)
+    sim.set_balance(APP_KEY, "voice", 500)
+    bot = await start_bot(bots, env, tmp_path)
+    await slack.wait_for(lambda s: len(s.roots()) == 1)
+    [root] = slack.roots()
+
+    status, reply = await post_slash(bot.base_url, SECRET, "snooze shop 24h", user_id="U0ONCALL")
+    assert status == 200 and reply["response_type"] == "ephemeral"
+    assert "snoozed by you" in reply["text"]
+    await slack.wait_for(lambda s: "snoozed by <@u0oncall> until" in shown(root))
+
+    # A new warning goes into the thread only ...
+    sim.set_balance(APP_KEY, "market", 600)
+    await slack.wait_for(lambda s: any("market" in shown(m) for m in s.thread(root)))
+    [market] = [m for m in slack.thread(root) if "market" in shown(m)]
+    assert not market.reply_broadcast
+    assert len(slack.channel(CHANNEL)) == 1  # still just the root
+    # ... while a critical breaks through.
+    sim.set_balance(APP_KEY, "voice", 40)
+    await slack.wait_for(lambda s: any(m.reply_broadcast for m in s.thread(root)))
+    [loud] = [m for m in slack.thread(root) if m.reply_broadcast]
+    assert "critical" in shown(loud)
+
+    status, reply = await post_slash(bot.base_url, SECRET, "unsnooze shop", user_id="U0ONCALL")
+    assert status == 200 and "snooze ended" in reply["text"]
+    status, reply = await post_slash(bot.base_url, SECRET, "ack account", user_id="U0ONCALL")
+    assert "no open incident" in reply["text"]
+    status, reply = await post_slash(bot.base_url, SECRET, "help")
+    assert all(word in reply["text"] for word in ("ack", "snooze", "unsnooze", "unack"))
+
+
+async def test_interactions_refuse_unsigned_forged_stale_oversized_and_malformed(
+    sim: JPushSimulator, slack: FakeSlack, tmp_path: Path, bots: list[BotProcess]
+) -> None:
+    env = env_for(sim, slack, tmp_path, SLACK_SIGNING_SECRET=SECRET)
+    sim.set_balance(APP_KEY, "voice", 500)
+    bot = await start_bot(bots, env, tmp_path)
+    await slack.wait_for(lambda s: len(s.roots()) == 1)
+    [root] = slack.roots()
+    good = urlencode({"payload": json.dumps(button_press("shop", "ack"))}).encode()
+    stale = str(int(time.time()) - 600)
+    cases: list[tuple[str, bytes, dict[str, str], int]] = [
+        ("no signature", good, {"Content-Type": "application/x-www-form-urlencoded"}, 401),
+        ("forged", good, slack_headers(good, "not-the-secret"), 401),
+        ("stale", good, slack_headers(good, SECRET, timestamp=stale), 401),
+        ("oversized", b"payload=" + b"x" * 70_000, slack_headers(b"x", SECRET), 413),
+        ("signed, not JSON", b"payload=%7Bnope", slack_headers(b"payload=%7Bnope", SECRET), 400),
+        ("signed, no payload", b"text=ack", slack_headers(b"text=ack", SECRET), 400),
+    ]
+    async with aiohttp.ClientSession() as http:
+        for name, body, headers, expected in cases:
+            async with http.post(
+                bot.base_url + "/slack/interactions", data=body, headers=headers
+            ) as response:
+                assert response.status == expected, name
+    await polls(sim, 6)
+    assert "acknowledged" not in shown(root) and root.edits == 0
+    assert "Traceback" not in bot.stderr()

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 import redis
-from botproc import BotProcess, free_port, post_slash, wait_until
+from botproc import BotProcess, button_press, free_port, post_interaction, post_slash, wait_until
 from builders import StartSim
 from fake_slack import Answer, FakeSlack
 from redis_server import RedisServer, redis_server_binary
@@ -357,3 +357,42 @@ async def test_redis_url_down_at_start_binds_fast_then_recovers_by_itself(
 
 async def _status(bot: BotProcess, expected: int) -> bool:
     return (await healthz(bot))[0] == expected
+
+
+# incidents -----------------------------------------------------------------------------------
+
+
+async def test_ack_stored_by_one_replica_is_honoured_by_the_other_after_a_kill(
+    sim: JPushSimulator, slack: FakeSlack, redis_url: str, tmp_path: Path, bots: list[BotProcess]
+) -> None:
+    env = bot_env(sim, slack, redis_url, ALERT_REPEAT_INTERVAL="2s")
+    poller, standby = await start_pair(bots, env, tmp_path)
+    sim.set_balance(APP_KEY, "voice", 500)
+    await slack.wait_for(lambda s: len(s.roots()) == 1)
+    [root] = slack.roots()
+
+    def reminders() -> int:
+        return sum("(reminder)" in m.text for m in slack.thread(root))
+
+    await slack.wait_for(lambda s: reminders() >= 1)
+    # The standby takes the press; the poller must honour it, and so must the standby once
+    # it polls itself after the poller is killed.
+    status, _ = await post_interaction(
+        standby.base_url, SIGNING_SECRET, button_press("shop", "ack")
+    )
+    assert status == 200
+    await slack.wait_for(lambda s: "acknowledged by" in root.text + json.dumps(root.blocks))
+    before = reminders()
+    await polls(sim, 10)
+    await poller.kill9()
+    await wait_until(
+        lambda: healthz_poller(standby), timeout=LEASE_TTL + 10, what="the standby to poll"
+    )
+    await polls(sim, 12)
+    assert reminders() == before, "a reminder after the acknowledgement"
+    assert len(slack.roots()) == 1
+
+
+async def healthz_poller(bot: BotProcess) -> bool:
+    status, body = await healthz(bot)
+    return status == 200 and bool(body["poller"])

@@ -213,9 +213,12 @@ def render_reply(
     return SlackMessage(text=text, blocks=[section_block(prefix + "\n".join(lines))])
 
 
-def notice_words(notice: Notice, now: datetime, loc: Locale = DEFAULT) -> str:
+def notice_words(
+    notice: Notice, now: datetime, loc: Locale = DEFAULT, *, who: str | None = None
+) -> str:
+    """The thread line for a notice; `who` names the user instead of a mention."""
     lang = loc.lang
-    user = _user(notice.by)
+    user = who if who is not None else _user(notice.by)
     if notice.kind is NoticeKind.ACK:
         return lang.notice_ack.format(user=user)
     if notice.kind is NoticeKind.UNACK:

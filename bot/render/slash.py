@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from bot.alerts_types import Notice
 from bot.commands import Command
 from bot.quota import QUOTA_TYPES, Level, QuotaType, worst
 from bot.render.format import (
@@ -36,6 +37,7 @@ from bot.render.format import (
     scope_title,
     section_block,
 )
+from bot.render.incident import notice_words
 from bot.render.tones import STATUS_EMOJI
 from bot.views import ScopeView
 
@@ -94,6 +96,19 @@ def _ephemeral(text: str, blocks: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _one_section(text: str) -> dict[str, Any]:
     return _ephemeral(text, [section_block(text)])
+
+
+def render_action_reply(
+    scope: str, notice: Notice, done: bool, now: datetime, loc: Locale = DEFAULT
+) -> dict[str, Any]:
+    """The answer to `/sms-balance ack|unack|snooze|unsnooze SCOPE`."""
+    lang = loc.lang
+    name = _bold(_esc(scope))
+    if not done:
+        return _one_section(":information_source: " + lang.action_nothing_open.format(scope=name))
+    # Said to the one who did it: "you", and no mention that could notify anyone.
+    what = notice_words(notice, now, loc, who=lang.you)
+    return _one_section(":white_check_mark: " + lang.action_done.format(scope=name, what=what))
 
 
 def render_refresh_pending(scope: str | None, loc: Locale = DEFAULT) -> dict[str, Any]:

@@ -139,6 +139,9 @@ class Lang:
     notice_unsnooze: str  # {user}
     notice_snooze_over: str  # {user}
     notice_resolved: str
+    action_done: str  # {scope} {what}: a slash command's ack/snooze was recorded
+    you: str  # who did it, in the answer to the one who did
+    action_nothing_open: str  # {scope}
 
     # --- the `check` table ---
     table_header: tuple[str, str, str, str, str, str]

@@ -289,7 +289,7 @@ async def still_up(harness: Harness) -> None:
     assert status == 200, raw[:300]
 
 
-ran = {"slash": 0, "raw": 0, "jpush": 0}
+ran = {"slash": 0, "raw": 0, "jpush": 0, "interactions": 0}
 # What the examples covered, printed in long mode so a property that never reaches its
 # interesting branch shows up as a figure, not as a silent pass.
 outcomes: Counter[str] = Counter()
@@ -359,6 +359,107 @@ def test_slash_commands_never_5xx_and_never_unsigned(harness: Harness) -> None:
     harness.run(still_up(harness))
     if VERBOSE:
         print(f"\nFUZZ slash: {ran['slash']} examples")
+        print_outcomes()
+
+
+# --- (a') /slack/interactions ----------------------------------------------------------------
+
+json_value = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20) | st.sampled_from(MARKUP),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+presses = st.builds(
+    lambda action, scope, user, option: {
+        "type": "block_actions",
+        "user": {"id": user},
+        "actions": [
+            {
+                "action_id": action,
+                "block_id": f"incident:{scope}",
+                "selected_option": {"value": option},
+            }
+        ],
+    },
+    st.sampled_from(["ack", "unack", "snooze", "unsnooze", "other"]),
+    st.sampled_from(["shop", "account", "nope", "<!channel>", ""]),
+    st.sampled_from(["U0ONCALL", "W123", "<!here>", "", "u1"]),
+    st.sampled_from(["1h", "24h", "7d", "2h", ""]),
+)
+interaction_bodies = st.one_of(
+    presses.map(lambda p: urlencode({"payload": json.dumps(p)}).encode()),
+    json_value.map(lambda v: urlencode({"payload": json.dumps(v)}).encode()),
+    st.text(max_size=200).map(lambda t: urlencode({"payload": t}).encode()),
+    form_dict.map(lambda d: urlencode(d).encode()),
+    st.binary(max_size=300),
+    st.just(urlencode({"payload": "y" * (MAX_BODY + 10)}).encode()),
+)
+
+
+def handled(harness: Harness) -> int:
+    count: int = harness.client.app[SERVICES].actions.handled
+    return count
+
+
+async def post_interaction(
+    harness: Harness, body: bytes, headers: dict[str, str]
+) -> tuple[int, bytes]:
+    response = await harness.client.post(
+        "/slack/interactions", data=body, headers=headers, timeout=ClientTimeout(total=10)
+    )
+    async with response:
+        return response.status, await response.read()
+
+
+@FUZZ
+@given(
+    body=interaction_bodies,
+    kind=st.sampled_from(SIGNED_KINDS + FORGED_KINDS),
+    random_value=header_text,
+    content_type=content_types,
+)
+def _interactions_property(
+    harness: Harness, body: bytes, kind: str, random_value: str, content_type: str
+) -> None:
+    ran["interactions"] += 1
+    headers = headers_for(kind, body, random_value)
+    headers["Content-Type"] = content_type
+    before = handled(harness)
+    status, raw = harness.run(post_interaction(harness, body, headers))
+    tally(f"interaction {'signed' if kind == 'valid' else 'forged'} -> {status}")
+    assert status < 500, (status, raw[:300])
+    if len(body) > MAX_BODY:
+        assert status == 413 and handled(harness) == before
+        return
+    if kind != "valid":
+        assert status == 401, (kind, status, raw[:200])
+        assert handled(harness) == before, "an unsigned or forged request reached the handler"
+        return
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        assert status == 401 and handled(harness) == before
+        return
+    values = parse_qs(text).get("payload", [])
+    try:
+        payload = json.loads(values[0]) if len(values) == 1 else None
+    except (ValueError, RecursionError):
+        payload = None
+    if not isinstance(payload, dict):
+        assert status == 400, (status, raw[:200])
+        assert handled(harness) == before, "a malformed payload reached the handler"
+        return
+    assert status == 200 and handled(harness) == before + 1
+    harness.run(still_up(harness))
+
+
+def test_interactions_never_5xx_and_never_unsigned(harness: Harness) -> None:
+    _interactions_property(harness)
+    harness.run(still_up(harness))
+    if VERBOSE:
+        print(f"\nFUZZ interactions: {ran['interactions']} examples")
         print_outcomes()
 
 
