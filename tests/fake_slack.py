@@ -89,7 +89,7 @@ class FakeSlack:
         self.messages: list[Message] = []  # every kept message, in ts order
         self.history_scopes = True  # False: conversations.* answer missing_scope
         self.read_script: list[Answer] = []  # consumed one per conversations.* request
-        self._ts = int(time.time()) * 1_000_000
+        self._ts = 0  # the last ts given, in microseconds
 
     # what tests look at -----------------------------------------------------------------
     def accepted(self, path_prefix: str = "/api/chat.postMessage") -> list[Post]:
@@ -237,7 +237,9 @@ class FakeSlack:
         metadata = body.get("metadata")
         if isinstance(metadata, str):
             metadata = json.loads(metadata)
-        self._ts += 100
+        # Like Slack's: the wall clock at posting, unique and increasing within a channel, so
+        # a look-up with `oldest` finds exactly what was posted since.
+        self._ts = max(self._ts + 1, int(time.time() * 1_000_000))
         message = Message(
             ts=f"{self._ts // 1_000_000}.{self._ts % 1_000_000:06d}",
             channel=channel,

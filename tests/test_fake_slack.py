@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -92,3 +93,10 @@ async def test_missing_history_scopes(fake: FakeSlack) -> None:
     with pytest.raises(SlackApiError) as err:
         await web.conversations_history(channel="C1", include_all_metadata=True)
     assert err.value.response["error"] == "missing_scope"
+
+
+async def test_ts_follows_the_wall_clock(fake: FakeSlack) -> None:
+    web = client(fake)
+    before = time.time()
+    posted = await web.chat_postMessage(channel="C1", text="now")
+    assert before - 1 <= float(posted["ts"]) <= time.time() + 1
