@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from bot.slash import form_fields
 
-FIELDS = ("text", "ssl_check", "response_url")
+FIELDS = ("text", "ssl_check", "response_url", "user_id")
 
 
 def reference(body: str) -> dict[str, str]:
