@@ -95,7 +95,7 @@ def step(
         health[scope] = new_health
         events.extend(fetch_events)
     # Incidents ride along untouched: bot.incidents advances them from these events.
-    return AlertBook(alerts=alerts, health=health, incidents=book.incidents), events
+    return replace(book, alerts=alerts, health=health), events
 
 
 def resolve_bar(threshold: Threshold, margin_pct: float) -> int | None:

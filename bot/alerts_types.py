@@ -167,6 +167,7 @@ class OpKind(StrEnum):
     ROOT = "root"  # chat.postMessage, top level
     REPLY = "reply"  # chat.postMessage with thread_ts (and maybe reply_broadcast)
     UPDATE = "update"  # chat.update of the root
+    DIGEST = "digest"  # the daily summary: a top-level post of its own (text and blocks)
 
 
 class NoticeKind(StrEnum):
@@ -305,6 +306,8 @@ class Op:
     mention: bool = False  # put the critical mention in front
     keys: tuple[str, ...] = ()
     scope: str = ""  # for a notice: whose incident it is about
+    text: str = ""  # a digest's fallback text
+    blocks: tuple[dict[str, Any], ...] = ()  # a digest's Block Kit
 
     @property
     def top_level(self) -> bool:
@@ -333,6 +336,8 @@ class Op:
             "mention": self.mention,
             "keys": list(self.keys),
             "scope": self.scope,
+            "text": self.text,
+            "blocks": list(self.blocks),
         }
 
     @classmethod
@@ -358,6 +363,8 @@ class Op:
             mention=bool(d.get("mention", False)),
             keys=tuple(d.get("keys", [])),
             scope=str(d.get("scope", "")),
+            text=str(d.get("text", "")),
+            blocks=tuple(d.get("blocks", [])),
         )
 
 
@@ -369,12 +376,16 @@ class AlertBook:
     health: Mapping[str, ScopeHealth] = field(default_factory=dict)  # key: scope name
     # Stored with the alerts so an incident changes atomically with the alerts behind it.
     incidents: IncidentBook = field(default_factory=IncidentBook)
+    # The local date (ISO) of the last daily summary queued: one per day across restarts and
+    # replicas, because it is committed with the summary itself.
+    digest_day: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "alerts": {k: v.to_json() for k, v in sorted(self.alerts.items())},
             "health": {k: v.to_json() for k, v in sorted(self.health.items())},
             "incidents": self.incidents.to_json(),
+            "digest_day": self.digest_day,
         }
 
     @classmethod
@@ -383,6 +394,7 @@ class AlertBook:
             alerts={k: OpenAlert.from_json(v) for k, v in d.get("alerts", {}).items()},
             health={k: ScopeHealth.from_json(v) for k, v in d.get("health", {}).items()},
             incidents=IncidentBook.from_json(d.get("incidents")),
+            digest_day=d.get("digest_day"),
         )
 
     def mark_delivered(self, keys: list[str], now: datetime) -> AlertBook:
@@ -394,7 +406,7 @@ class AlertBook:
                 alerts[key] = replace(alerts[key], pending=False, announced_at=now)
             elif key in health and health[key].pending:
                 health[key] = replace(health[key], pending=False, announced_at=now)
-        return AlertBook(alerts=alerts, health=health, incidents=self.incidents)
+        return replace(self, alerts=alerts, health=health)
 
     def record_root(self, root_id: str, ts: str) -> AlertBook:
         """Slack accepted the root posted by outbox entry `root_id` as message `ts`."""

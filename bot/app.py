@@ -15,11 +15,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC
 
 from aiohttp import web
 
 from bot.clock import Clock, Monotonic, utcnow
 from bot.delivery import DEFAULT_BACKOFF_CAP, Deliverer
+from bot.digest import DigestPolicy, parse_time_of_day
 from bot.errors import ConfigError, StoreError
 from bot.forecast import min_span_for
 from bot.incident_actions import IncidentActions
@@ -72,6 +74,17 @@ def new_holder(prefix: str = "") -> str:
     return f"{prefix}{uuid.uuid4().hex[:12]}"
 
 
+def digest_policy(settings: Settings) -> DigestPolicy | None:
+    """DIGEST_AT in TZ (UTC when unset); posted where alerts go (SLACK_CHANNEL)."""
+    if settings.digest_at is None:
+        return None
+    return DigestPolicy(
+        at=parse_time_of_day(settings.digest_at),
+        tz=settings.timezone or UTC,
+        channel=settings.slack_channel or "",
+    )
+
+
 def build_services(
     settings: Settings,
     *,
@@ -109,7 +122,10 @@ def build_services(
         metrics=metrics,
         forecast_min_span=min_span_for(settings.poll_interval),
         routing=replace(make_routing(settings), destinations=tuple(destinations)),
+        digest=digest_policy(settings),
+        locale=settings.locale(),
     )
+
     # A retry should not wait longer than a poll interval: the next cycle's news waits too.
     backoff_cap = min(settings.poll_interval, DEFAULT_BACKOFF_CAP)
     deliverer = Deliverer(

@@ -169,6 +169,8 @@ class Deliverer:
                 raise DeliveryRetryable("Slack did not answer in time", maybe_sent=True) from None
         events = list(message.events)
         console = render_alert_console(events, now, self._loc) if events else ""
+        if message.op is not None and message.op.kind is OpKind.DIGEST:
+            console = message.op.text
         await notifier.send(rendered, console or rendered.text)
         return Receipt()
 

@@ -9,19 +9,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from bot import forecast as forecasting
 from bot.alerts import Policy, step
-from bot.alerts_types import Event
+from bot.alerts_types import AlertBook, Event
 from bot.clock import Clock, Monotonic
+from bot.digest import DigestPolicy, digest_due, digest_op
 from bot.errors import StoreError
 from bot.forecast import Forecast, Forecasts, encode_forecasts
 from bot.jpush import JPushClient
 from bot.metrics import Metrics
 from bot.outbox import Routing, plan_messages
 from bot.quota import QuotaType, Scope, ScopeReading, Thresholds
+from bot.render.format import DEFAULT, Locale
 from bot.store.base import (
     META_FORECASTS,
     META_LAST_CYCLE,
@@ -30,6 +32,7 @@ from bot.store.base import (
     StateStore,
     history_points,
 )
+from bot.views import unread_views
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,11 @@ class Monitor:
         metrics: Metrics | None = None,
         forecast_min_span: timedelta = forecasting.MIN_SPAN,
         routing: Routing | None = None,
+        digest: DigestPolicy | None = None,
+        locale: Locale = DEFAULT,
     ) -> None:
+        self._digest = digest
+        self._loc = locale
         self.scopes = list(scopes)
         self.routing = routing or Routing()
         self._min_span = forecast_min_span
@@ -90,6 +97,7 @@ class Monitor:
             new_book, messages = plan_messages(
                 new_book, events, now, self.routing, OutboxMessage.new_id(now)
             )
+            new_book, messages = self._with_digest(new_book, messages, readings, forecasts, now)
             commit = CycleCommit(readings, new_book, messages)
             if await self._store.commit_cycle(commit, version):
                 break
@@ -102,6 +110,36 @@ class Monitor:
         await self._store.set_meta(META_FORECASTS, encode_forecasts(forecasts))
         self._observe(readings, events, forecasts, now, self._monotonic() - started)
         return CycleResult(readings=readings, events=events, forecasts=forecasts, at=now)
+
+    def _with_digest(
+        self,
+        book: AlertBook,
+        messages: list[OutboxMessage],
+        readings: Sequence[ScopeReading],
+        forecasts: Forecasts,
+        now: datetime,
+    ) -> tuple[AlertBook, list[OutboxMessage]]:
+        """The daily summary joins the cycle's commit when it is due (once per local day)."""
+        if self._digest is None:
+            return book, messages
+        day = digest_due(now, self._digest, book.digest_day)
+        if day is None:
+            return book, messages
+        views = unread_views(
+            self.scopes, readings={r.scope: r for r in readings}, forecasts=forecasts
+        )
+        op = digest_op(
+            OutboxMessage.new_id(now),
+            day,
+            self._digest,
+            views,
+            book.incidents.open,
+            now,
+            self._loc,
+        )
+        digest = OutboxMessage(id=op.id, created_at=now, events=(), op=op)
+        log.info("daily summary queued", extra={"day": day})
+        return replace(book, digest_day=day), [*messages, digest]
 
     async def forecasts_for(self, readings: Sequence[ScopeReading], now: datetime) -> Forecasts:
         result: Forecasts = {}

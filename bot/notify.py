@@ -179,7 +179,7 @@ class SlackWebNotifier:
         if op is None:
             return await self._post(message, self._channel, rendered, scope=_scopes(message))
         scope = _op_scope(op)
-        if op.kind is OpKind.ROOT:
+        if op.kind in (OpKind.ROOT, OpKind.DIGEST):
             return await self._post(message, op.channel, rendered, scope=scope)
         ts = await root_ts(op.root_id)
         if op.kind is OpKind.REPLY:

@@ -51,6 +51,8 @@ def render_op(
     """The message one operation posts, or updates the root to. `mention` goes in front of
     the messages the plan marked as telling the channel about a critical level."""
     prefix = f"{mention} " if mention and op.mention else ""
+    if op.kind is OpKind.DIGEST:
+        return SlackMessage(text=op.text, blocks=list(op.blocks))
     if op.kind is OpKind.REPLY:
         return render_reply(op.events, op.notice, now, prefix, loc)
     return render_root(op.views, now, prefix, loc)

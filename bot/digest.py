@@ -1,0 +1,85 @@
+"""The daily summary: when it is due, and what it says. Pure.
+
+Due once per local day (DIGEST_AT in TZ) at or after that minute; the day it was last sent is
+stored with the alert book, so a restart or a second replica the same day sends nothing more,
+and a bot that was down at that minute catches up once when it next runs that same day (a day
+that is over is not summarised late).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, time, tzinfo
+from typing import Any
+
+from bot.alerts_types import Incident, Op, OpKind
+from bot.commands import Command
+from bot.render.format import DEFAULT, Locale, context_block, escape_mrkdwn, header_block
+from bot.render.incident import status_line
+from bot.render.slash import render_reply
+from bot.views import ScopeView
+
+MAX_INCIDENT_LINES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class DigestPolicy:
+    at: time  # local time of day
+    tz: tzinfo
+    channel: str  # where the primary destination posts it
+
+
+def parse_time_of_day(value: str) -> time:
+    hours, _, minutes = value.partition(":")
+    return time(int(hours), int(minutes))
+
+
+def digest_due(now: datetime, policy: DigestPolicy, last_day: str | None) -> str | None:
+    """The local date (ISO) to summarise now, or None when nothing is due."""
+    local = now.astimezone(policy.tz)
+    today = local.date()
+    if local.time().replace(tzinfo=None) < policy.at or last_day == today.isoformat():
+        return None
+    return today.isoformat()
+
+
+def digest_op(
+    op_id: str,
+    day: str,
+    policy: DigestPolicy,
+    views: Sequence[ScopeView],
+    incidents: Mapping[str, Incident],
+    now: datetime,
+    loc: Locale = DEFAULT,
+) -> Op:
+    """Every scope's state and forecasts (as `/sms-balance all` shows them) and the open
+    incidents, as one top-level message."""
+    overview = render_reply(Command("show"), views, now, loc=loc)
+    title = f":sunrise: SMS quota daily summary · {day}"
+    lines = [
+        f"*{escape_mrkdwn(i.scope)}* · {i.level.value} · {status_line(i, now, loc)}"
+        for _, i in sorted(incidents.items())
+    ]
+    if not lines:
+        incident_text = "no open incidents"
+    elif len(lines) > MAX_INCIDENT_LINES:
+        rest = len(lines) - MAX_INCIDENT_LINES
+        incident_text = "\n".join([*lines[:MAX_INCIDENT_LINES], f"…and {rest} more"])
+    else:
+        incident_text = "\n".join(lines)
+    blocks: list[dict[str, Any]] = [
+        header_block(title),
+        *overview["blocks"][:45],
+        context_block(f"Open incidents:\n{incident_text}"),
+    ]
+    text = f"{title} — {overview['text']}"
+    return Op(
+        id=op_id,
+        kind=OpKind.DIGEST,
+        channel=policy.channel,
+        root_id=op_id,
+        scope=",".join(v.scope for v in views),
+        text=text[:3000],
+        blocks=tuple(blocks),
+    )

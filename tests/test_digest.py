@@ -1,0 +1,94 @@
+"""The daily summary: due once per local day, caught up the same day only; and end to end."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from botproc import BotProcess, free_port
+from builders import StartSim
+from fake_slack import FakeSlack
+from pydantic import SecretStr
+from world import APP_KEY, alerting_env, healthy_simulator
+
+from bot.alerts_types import OpKind
+from bot.digest import DigestPolicy, digest_due, digest_op
+from bot.quota import QUOTA_TYPES, Scope, ScopeKind, Threshold
+from bot.simulator import JPushSimulator
+from bot.views import unread_views
+
+UTC9 = DigestPolicy(at=time(9, 0), tz=UTC, channel="C")
+SHANGHAI = DigestPolicy(at=time(9, 0), tz=ZoneInfo("Asia/Shanghai"), channel="C")
+
+
+def utc(day: int, hour: int, minute: int = 0) -> datetime:
+    return datetime(2026, 12, day, hour, minute, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("now", "policy", "last", "due"),
+    [
+        (utc(3, 8, 59), UTC9, None, None),  # not yet
+        (utc(3, 9, 0), UTC9, None, "2026-12-03"),  # the minute itself
+        (utc(3, 9, 0), UTC9, "2026-12-03", None),  # already sent today (restart, replica)
+        (utc(3, 15, 0), UTC9, "2026-12-02", "2026-12-03"),  # down at 09:00: caught up today
+        (utc(4, 8, 0), UTC9, "2026-12-02", None),  # yesterday's missed one is not sent late
+        (utc(4, 9, 1), UTC9, "2026-12-03", "2026-12-04"),  # the next day
+        (utc(3, 0, 30), SHANGHAI, None, None),  # 08:30 in Shanghai
+        (utc(3, 1, 0), SHANGHAI, None, "2026-12-03"),  # 09:00 in Shanghai
+        (utc(3, 23, 0), SHANGHAI, "2026-12-03", None),  # 07:00 on the 4th there
+        (utc(4, 1, 0), SHANGHAI, "2026-12-03", "2026-12-04"),  # 09:00 on the 4th there
+    ],
+)
+def test_digest_due(now: datetime, policy: DigestPolicy, last: str | None, due: str | None) -> None:
+    assert digest_due(now, policy, last) == due
+
+
+def test_digest_names_every_scope() -> None:
+    th = {t: Threshold(1000, 100) for t in QUOTA_TYPES}
+    scopes = [
+        Scope(name=n, kind=ScopeKind.APP, key="k", secret=SecretStr("s"), thresholds=th)
+        for n in ("alpha", "beta", "gamma")
+    ]
+    op = digest_op("d1", "2026-12-03", UTC9, unread_views(scopes), {}, utc(3, 9))
+    assert op.kind is OpKind.DIGEST and op.channel == "C"
+    shown = op.text + str(op.blocks)
+    assert all(name in shown for name in ("alpha", "beta", "gamma"))
+    assert "no open incidents" in shown
+
+
+async def test_digest_once_a_day_end_to_end(
+    start_sim: StartSim, slack: FakeSlack, tmp_path: Path, bots: list[BotProcess]
+) -> None:
+    sim: JPushSimulator = await start_sim(healthy_simulator())
+    sim.set_balance(APP_KEY, "voice", 500)
+    ahead = datetime.now(UTC) + timedelta(minutes=1)
+    env = alerting_env(
+        sim,
+        slack,
+        STATE_URL=f"sqlite:///{tmp_path}/state.db",
+        POLL_INTERVAL="0.5",
+        PORT=str(free_port()),
+        DIGEST_AT=ahead.strftime("%H:%M"),
+    )
+    bot = BotProcess(["serve"], env, tmp_path, name="first")
+    bots.append(bot)
+    await bot.start()
+    await bot.wait_ready()
+
+    def digests(s: FakeSlack) -> list[str]:
+        return [m.text for m in s.roots() if "daily summary" in m.text]
+
+    await slack.wait_for(lambda s: len(digests(s)) == 1, timeout=120)
+    [text] = digests(slack)
+    assert "account" in text and "shop" in text
+    await bot.kill9()
+    again = BotProcess(["serve"], {**env, "PORT": str(free_port())}, tmp_path, name="second")
+    bots.append(again)
+    await again.start()
+    await again.wait_ready()
+    start = sim.stats.requests
+    await slack.wait_for(lambda s: sim.stats.requests >= start + 12, timeout=30)
+    assert len(digests(slack)) == 1, "a second summary the same day"
