@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from datetime import timedelta
@@ -52,6 +53,7 @@ from _common import (
 
 APPS = 2  # plus the account scope: three scopes in the reply
 PATH = "/slack/commands"
+INTERACTIONS = "/slack/interactions"
 CONNECTIONS = 64
 WRK = "/usr/bin/wrk"
 SERVER_CORE = "0"
@@ -262,9 +264,9 @@ def _read_ready(process: subprocess.Popen[str], name: str, log_path: Path) -> in
     return int(line.split()[1])
 
 
-def post(port: int, body: bytes) -> tuple[int, bytes]:
+def post(port: int, body: bytes, path: str = PATH) -> tuple[int, bytes]:
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{PATH}", data=body, headers=slack_headers(body), method="POST"
+        f"http://127.0.0.1:{port}{path}", data=body, headers=slack_headers(body), method="POST"
     )
     with urllib.request.urlopen(request, timeout=5) as response:
         return int(response.status), bytes(response.read())
@@ -343,6 +345,17 @@ def _lua_string(value: str) -> str:
     return json.dumps(value)  # a JSON string of ASCII text is a valid Lua string literal
 
 
+def interaction_body() -> bytes:
+    """A signed button press (Acknowledge on a scope with nothing open): the route's whole
+    path, the signature, the form and JSON parsing, the handler and its store read."""
+    payload = {
+        "type": "block_actions",
+        "user": {"id": "U0BENCH"},
+        "actions": [{"action_id": "ack", "block_id": "incident:account", "value": "account"}],
+    }
+    return urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+
+
 def wrk_script(workdir: Path, body: bytes) -> Path:
     # Signed now: the signature stays valid for 5 minutes, longer than any one run.
     lines = ['wrk.method = "POST"', f"wrk.body = {_lua_string(body.decode('ascii'))}"]
@@ -353,8 +366,15 @@ def wrk_script(workdir: Path, body: bytes) -> Path:
     return path
 
 
-def run_wrk(server: Server, workdir: Path, seconds: float, connections: int) -> WrkResult:
-    script = wrk_script(workdir, slash_body())
+def run_wrk(
+    server: Server,
+    workdir: Path,
+    seconds: float,
+    connections: int,
+    path: str = PATH,
+    body: bytes | None = None,
+) -> WrkResult:
+    script = wrk_script(workdir, body if body is not None else slash_body())
     cmd = [
         "taskset",
         "-c",
@@ -366,7 +386,7 @@ def run_wrk(server: Server, workdir: Path, seconds: float, connections: int) -> 
         "--latency",
         "-s",
         str(script),
-        f"http://127.0.0.1:{server.port}{PATH}",
+        f"http://127.0.0.1:{server.port}{path}",
     ]
     cpu_before = cpu_seconds(server.process.pid)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
@@ -515,6 +535,23 @@ def orchestrate(quick: bool, profile: bool) -> int:
                         f"  CPU {result.cpu_us:5.1f} us/req",
                         flush=True,
                     )
+            interactions: dict[str, Summary] = {}
+            for name in BOT_SERVERS:
+                status, _ = post(servers[name].port, interaction_body(), INTERACTIONS)
+                if status != 200:
+                    raise SystemExit(f"FAILED: {name} {INTERACTIONS} answered {status}")
+                runs = [
+                    run_wrk(
+                        servers[name],
+                        workdir,
+                        seconds,
+                        CONNECTIONS,
+                        path=INTERACTIONS,
+                        body=interaction_body(),
+                    )
+                    for _ in range(rounds)
+                ]
+                interactions[name] = summarise(runs)
             single: dict[str, Summary] = {}
             for name in ALL_SERVERS:
                 single[name] = summarise([run_wrk(servers[name], workdir, single_seconds, 1)])
@@ -529,6 +566,15 @@ def orchestrate(quick: bool, profile: bool) -> int:
                 server.stop()
         loaded = {name: summarise(runs) for name, runs in loaded_runs.items()}
         ok = print_report(loaded, single, rounds, seconds)
+        print()
+        print(f"POST {INTERACTIONS} (a signed Acknowledge press), beside the slash command:")
+        for name in BOT_SERVERS:
+            i, b = interactions[name], loaded[name]
+            print(
+                f"{name:<12} {i.rps:>9.0f} req/s  p50 {i.p50_ms:.2f} ms  p99 {i.p99_ms:.2f} ms"
+                f"  CPU {i.cpu_us:.1f} us/req   ({i.rps / b.rps:.2f}x the slash command's"
+                f" {b.rps:.0f} req/s; {i.rps / loaded['bolt'].rps:.2f}x bolt's slash)"
+            )
         if profile:
             for name in BOT_SERVERS:
                 profile_bot(name, workdir, seconds)
