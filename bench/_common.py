@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib.util
 import json
 import os
 import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 from urllib.parse import urlencode
 
 from bot.simulator import JPushSimulator, SimScope
@@ -19,6 +23,8 @@ from bot.simulator import JPushSimulator, SimScope
 # Not a real secret: both ends of every benchmark are local processes we start ourselves.
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 DEV_KEY, DEV_SECRET = "bench-dev", "bench-dev-secret"
+# The last commit before forecasts handled steps and kept running state.
+LEGACY = "e86db45"
 BOT = Path(sys.executable).with_name("sms-balance-bot")
 # Whatever the caller's shell has configured must not leak into the measured process.
 _SCRUB = (
@@ -156,3 +162,27 @@ def bot_env(
         }
     )
     return env
+
+
+def legacy_forecaster() -> ModuleType:
+    """bot/forecast.py as it was before steps and running state (a baseline to measure against)."""
+    root = Path(__file__).resolve().parent.parent
+    source = subprocess.run(
+        ["git", "show", f"{LEGACY}:bot/forecast.py"],
+        cwd=root,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    # Forecast has moved since; wherever it lives, bot.forecast exports it.
+    source = source.replace(
+        "from bot.alerts_types import Forecast", "from bot.forecast import Forecast"
+    )
+    path = Path(tempfile.mkdtemp()) / "legacy_forecast.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("legacy_forecast", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

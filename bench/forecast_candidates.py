@@ -7,7 +7,7 @@ series' last reading is compared with the true steady drain (goal: within 10 %, 
 where the series is flat). Candidates:
 
 - `ols` : least squares over the falling segment, the forecaster before steps were handled
-          (bot/forecast.py as of commit LEGACY, read from git).
+          (bot/forecast.py as of commit _common.LEGACY, read from git).
 - `theil-sen` : the median of pairwise slopes over the same segment.
 - `restart` : least squares over the readings after the last step (a new segment at each step).
 - `splice` : bot.forecast (steps cut out, the line continues across them).
@@ -15,41 +15,20 @@ where the series is flat). Candidates:
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import statistics
-import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from types import ModuleType
+
+from _common import legacy_forecaster
 
 from bot import forecast as splice
 
-LEGACY = "e86db45"  # the last commit before steps were handled
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 EVERY = timedelta(minutes=5)
 Points = list[tuple[datetime, int]]
-
-
-def legacy_module() -> ModuleType:
-    root = Path(__file__).resolve().parent.parent
-    source = subprocess.run(
-        ["git", "show", f"{LEGACY}:bot/forecast.py"],
-        cwd=root,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    path = Path(tempfile.mkdtemp()) / "legacy_forecast.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("legacy_forecast", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def series(values: list[int]) -> Points:
@@ -151,7 +130,7 @@ def verdict(found: float | None, truth: float | None) -> tuple[str, bool]:
 
 
 def main() -> int:
-    methods = candidates(legacy_module())
+    methods = candidates(legacy_forecaster())
     width = max(len(name) for name in CASES)
     print(f"{'case':<{width}} {'truth':>8} " + " ".join(f"{m:>14}" for m in methods))
     passed = dict.fromkeys(methods, 0)

@@ -53,7 +53,7 @@ import math
 import statistics
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -208,19 +208,23 @@ class _Hour:
 # --- the state --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SeriesState:
-    """Everything remembered about one (scope, type) series between readings."""
+    """Everything remembered about one (scope, type) series between readings.
+
+    A value: `advance` returns a new state and never changes the one it was given (only the
+    functions of this module write to a state, and only to a copy they just made).
+    """
 
     # The latest reading and the one before it, as read (sudden drops compare these).
     at: float
     value: int
     prev_at: float | None = None
     prev_value: int | None = None
-    # The last judged reading: the end of the fitted line.
+    # The last judged reading: the end of the fitted line, and its value with steps cut out.
     judged_at: float = 0.0
     judged_value: int = 0
-    judged_y: float = 0.0  # its value with the steps before it cut out
+    judged_y: float = 0.0
     # Readings after it not judged yet: an unconfirmed rise (one) or drops (up to MAX_STEP_POLLS).
     pending: tuple[tuple[float, int], ...] = ()
     # The segment: its start, and the shift applied to readings after the steps cut out of it
@@ -228,13 +232,20 @@ class SeriesState:
     origin_at: float = 0.0
     origin_value: int = 0
     shift: float = 0.0
-    # The fit: completed hours of the window, their total, and the current hour.
+    # The fit: completed hours of the window and their total, then the current hour's sums.
+    lookback_hours: int | None = 48
     hours: tuple[_Hour, ...] = ()
     window: Sums = field(default_factory=Sums)
-    current: _Hour | None = None
-    lookback_hours: int | None = 48
-    # Usual rate: the last judged polls' rates, units per second.
+    hour: int = 0
+    hour_first_at: float = 0.0
+    n: int = 0
+    sx: float = 0.0
+    sy: float = 0.0
+    sxx: float = 0.0
+    sxy: float = 0.0
+    # Usual rate: the last judged polls' rates (units per second) and their median.
     rates: tuple[float, ...] = ()
+    typical: float | None = None
     # Burn per minute over the last hour (slot = minute % 60) and the minute of the newest slot.
     minutes: array[float] = field(default_factory=lambda: array("d", bytes(8 * 60)))
     minute: int = 0
@@ -246,12 +257,51 @@ class SeriesState:
     burn_rates: array[float] = field(default_factory=lambda: array("d"))
     usual: float | None = None  # median of burn_rates, when there are enough of them
 
+    def _copy(self) -> SeriesState:
+        # The minute ring is written in place, so each state has its own; the hour arrays are
+        # replaced, never written, when an hour closes, so states may share them.
+        return SeriesState(
+            at=self.at,
+            value=self.value,
+            prev_at=self.prev_at,
+            prev_value=self.prev_value,
+            judged_at=self.judged_at,
+            judged_value=self.judged_value,
+            judged_y=self.judged_y,
+            pending=self.pending,
+            origin_at=self.origin_at,
+            origin_value=self.origin_value,
+            shift=self.shift,
+            lookback_hours=self.lookback_hours,
+            hours=self.hours,
+            window=self.window,
+            hour=self.hour,
+            hour_first_at=self.hour_first_at,
+            n=self.n,
+            sx=self.sx,
+            sy=self.sy,
+            sxx=self.sxx,
+            sxy=self.sxy,
+            rates=self.rates,
+            typical=self.typical,
+            minutes=array("d", self.minutes),
+            minute=self.minute,
+            burn_hour=self.burn_hour,
+            burn_hour_units=self.burn_hour_units,
+            burn_hour_seconds=self.burn_hour_seconds,
+            burn_hours=self.burn_hours,
+            burn_rates=self.burn_rates,
+            usual=self.usual,
+        )
+
+    def _current(self) -> Sums:
+        return Sums(self.n, self.sx, self.sy, self.sxx, self.sxy)
+
 
 def start(at: datetime, value: int, *, lookback: timedelta | None = LOOKBACK) -> SeriesState:
     """The state of a series whose first reading is `value` at `at`."""
     t = at.timestamp()
     hours = None if lookback is None else max(1, math.ceil(lookback / timedelta(hours=1)))
-    first = _Hour(_hour(t), Sums().add(0.0, 0.0), t)
     return SeriesState(
         at=t,
         value=value,
@@ -260,8 +310,10 @@ def start(at: datetime, value: int, *, lookback: timedelta | None = LOOKBACK) ->
         judged_y=float(value),
         origin_at=t,
         origin_value=value,
-        current=first,
         lookback_hours=hours,
+        hour=_hour(t),
+        hour_first_at=t,
+        n=1,
         minute=_minute(t),
         burn_hour=_hour(t),
     )
@@ -280,196 +332,201 @@ def advance(
     t = at.timestamp()
     if t <= state.at:
         return state
-    moved = replace(state, prev_at=state.at, prev_value=state.value, at=t, value=value)
-    return _judge(moved, t, value)
+    new = state._copy()
+    _read(new, t, value)
+    return new
 
 
 def rebuild(
     points: Iterable[Point], *, lookback: timedelta | None = LOOKBACK
 ) -> SeriesState | None:
     """The state after the stored history: what the poller built one reading at a time."""
-    state: SeriesState | None = None
-    for at, value in sorted(points, key=lambda point: point[0]):
-        state = advance(state, at, value, lookback=lookback)
+    ordered = sorted(points, key=lambda point: point[0])
+    if not ordered:
+        return None
+    # One private copy written in place: the same result as advancing reading by reading.
+    state = start(*ordered[0], lookback=lookback)
+    for at, value in ordered[1:]:
+        t = at.timestamp()
+        if t > state.at:
+            _read(state, t, value)
     return state
 
 
-# --- judging readings -----------------------------------------------------------------------
+# --- judging readings (each writes to the state it is given: a private copy) ------------------
 
 
-def _judge(state: SeriesState, t: float, value: int) -> SeriesState:
-    if not state.pending:
-        return _judge_against_last(state, t, value)
-    if state.pending[0][1] > state.judged_value:
-        rise_at, rise_value = state.pending[0]
-        if value > state.judged_value:
+def _read(s: SeriesState, t: float, value: int) -> None:
+    s.prev_at, s.prev_value, s.at, s.value = s.at, s.value, t, value
+    if not s.pending:
+        _judge_against_last(s, t, value)
+        return
+    if s.pending[0][1] > s.judged_value:
+        rise_at, rise_value = s.pending[0]
+        s.pending = ()
+        if value > s.judged_value:
             # The next reading kept the rise: a top-up. The segment starts again at it.
-            return _judge_against_last(_restart(state, rise_at, rise_value), t, value)
-        # The next reading fell back: the rise was an odd reading, left out.
-        return _judge_against_last(replace(state, pending=()), t, value)
-    last_at, last_value = state.pending[-1]
-    if value - last_value > _rise_tolerance(state, last_at, t, last_value):
-        if not _step_like(state, state.judged_at, state.judged_value, t, value):
+            _restart(s, rise_at, rise_value)
+        # else the next reading fell back: the rise was an odd reading, left out.
+        _judge_against_last(s, t, value)
+        return
+    last_at, last_value = s.pending[-1]
+    if value - last_value > _rise_tolerance(s, last_at, t, last_value):
+        if not _step_like(s, s.judged_at, s.judged_value, t, value):
             # Back near the level before the drops: they were odd low readings.
-            return _judge_against_last(replace(state, pending=()), t, value)
-        return _judge_against_last(_splice(state), t, value)
-    if not _step_like(state, last_at, last_value, t, value):
+            s.pending = ()
+        else:
+            _splice(s)
+        _judge_against_last(s, t, value)
+        return
+    if not _step_like(s, last_at, last_value, t, value):
         # The drain is back to its usual rate: the drops before were one step.
-        return _judge_against_last(_splice(state), t, value)
-    if len(state.pending) < MAX_STEP_POLLS:
-        return replace(state, pending=(*state.pending, (t, value)))
+        _splice(s)
+        _judge_against_last(s, t, value)
+        return
+    if len(s.pending) < MAX_STEP_POLLS:
+        s.pending = (*s.pending, (t, value))
+        return
     # Large drops poll after poll: the burn really is faster. They all count.
-    for at, pending_value in state.pending:
-        state = _commit(state, at, pending_value)
-    return _commit(replace(state, pending=()), t, value)
+    pending, s.pending = s.pending, ()
+    for at, pending_value in pending:
+        _commit(s, at, pending_value)
+    _commit(s, t, value)
 
 
-def _judge_against_last(state: SeriesState, t: float, value: int) -> SeriesState:
-    judged_at, judged_value = state.judged_at, state.judged_value
-    if value - judged_value > _rise_tolerance(state, judged_at, t, judged_value):
-        return replace(state, pending=((t, value),))
-    if _step_like(state, judged_at, judged_value, t, value):
-        return replace(state, pending=((t, value),))
-    return _commit(state, t, value)
+def _judge_against_last(s: SeriesState, t: float, value: int) -> None:
+    if value - s.judged_value > _rise_tolerance(s, s.judged_at, t, s.judged_value) or _step_like(
+        s, s.judged_at, s.judged_value, t, value
+    ):
+        s.pending = ((t, value),)
+    else:
+        _commit(s, t, value)
 
 
-def _typical_rate(state: SeriesState) -> float | None:
-    return statistics.median(state.rates) if state.rates else None
-
-
-def _rise_tolerance(state: SeriesState, before_at: float, t: float, before: int) -> float:
-    typical = _typical_rate(state) or 0.0
+def _rise_tolerance(s: SeriesState, before_at: float, t: float, before: int) -> float:
+    typical = s.typical or 0.0
     return max(_TOPUP_MIN_STEPS * typical * (t - before_at), _TOPUP_MIN_SHARE * before)
 
 
-def _step_like(state: SeriesState, before_at: float, before: int, t: float, value: int) -> bool:
-    typical = _typical_rate(state)
-    if typical is None:
+def _step_like(s: SeriesState, before_at: float, before: int, t: float, value: int) -> bool:
+    if s.typical is None:
         # Nothing usual to compare with yet (the series' first poll): burn.
         return False
     bar = max(
-        STEP_FACTOR * typical * (t - before_at), STEP_MIN_SHARE * before, float(STEP_MIN_UNITS)
+        STEP_FACTOR * s.typical * (t - before_at),
+        STEP_MIN_SHARE * before,
+        float(STEP_MIN_UNITS),
     )
     return before - value > bar
 
 
-def _splice(state: SeriesState) -> SeriesState:
+def _splice(s: SeriesState) -> None:
     """Cut the pending drops out of the segment: the last of them continues the line."""
-    step_at, step_value = state.pending[-1]
-    # A step is only recognised once there is a usual rate.
-    expected = (_typical_rate(state) or 0.0) * (step_at - state.judged_at)
-    cut = (state.judged_value - step_value) - expected
-    spliced = replace(state, pending=(), shift=state.shift + cut)
-    return _commit(spliced, step_at, step_value, count_rate=False)
+    step_at, step_value = s.pending[-1]
+    s.pending = ()
+    expected = (s.typical or 0.0) * (step_at - s.judged_at)
+    s.shift += (s.judged_value - step_value) - expected
+    _commit(s, step_at, step_value, count_rate=False)
 
 
-def _restart(state: SeriesState, t: float, value: int) -> SeriesState:
+def _restart(s: SeriesState, t: float, value: int) -> None:
     """A new segment from a top-up: the fit forgets the drained one; the burn record stays."""
-    return replace(
-        state,
-        pending=(),
-        judged_at=t,
-        judged_value=value,
-        judged_y=float(value),
-        origin_at=t,
-        origin_value=value,
-        shift=0.0,
-        hours=(),
-        window=Sums(),
-        current=_Hour(_hour(t), Sums().add(0.0, 0.0), t),
-    )
+    s.judged_at, s.judged_value, s.judged_y = t, value, float(value)
+    s.origin_at, s.origin_value, s.shift = t, value, 0.0
+    s.hours, s.window = (), Sums()
+    s.hour, s.hour_first_at = _hour(t), t
+    s.n, s.sx, s.sy, s.sxx, s.sxy = 1, 0.0, 0.0, 0.0, 0.0
 
 
-def _commit(state: SeriesState, t: float, value: int, *, count_rate: bool = True) -> SeriesState:
+def _commit(s: SeriesState, t: float, value: int, *, count_rate: bool = True) -> None:
     """Add a judged reading to the fit, the usual rate and the burn record."""
-    before_at, before_y = state.judged_at, state.judged_y
-    y = value + state.shift
-    dt = t - before_at
-    rates = state.rates
-    if count_rate and dt > 0:
-        rates = (*rates[-(TYPICAL_WINDOW - 1) :], abs(before_y - y) / dt)
-    fitted = _fit_add(state, t, y - state.origin_value)
-    burned = _burn_add(fitted, before_at, t, before_y - y)
-    return replace(burned, judged_at=t, judged_value=value, judged_y=y, rates=rates)
+    before_at, before_y = s.judged_at, s.judged_y
+    y = value + s.shift
+    if count_rate:
+        s.rates = (*s.rates[-(TYPICAL_WINDOW - 1) :], abs(before_y - y) / (t - before_at))
+        s.typical = _median(s.rates)
+    _fit_add(s, t, y - s.origin_value)
+    _burn_add(s, before_at, t, before_y - y)
+    s.judged_at, s.judged_value, s.judged_y = t, value, y
 
 
-def _fit_add(state: SeriesState, t: float, y: float) -> SeriesState:
-    x = t - state.origin_at
+def _fit_add(s: SeriesState, t: float, y: float) -> None:
+    x = t - s.origin_at
     hour = _hour(t)
-    current = state.current
-    if current is not None and current.index == hour:
-        return replace(state, current=replace(current, sums=current.sums.add(x, y)))
-    hours, window = state.hours, state.window
-    if current is not None and current.sums.n:
-        hours, window = (*hours, current), window.plus(current.sums)
-    if state.lookback_hours is not None:
-        oldest = hour - state.lookback_hours
-        dropped = 0
-        while dropped < len(hours) and hours[dropped].index < oldest:
-            window = window.minus(hours[dropped].sums)
-            dropped += 1
-        hours = hours[dropped:]
-        if not hours:
-            window = Sums()  # exact zero instead of the rounding left by the subtractions
-    return replace(state, hours=hours, window=window, current=_Hour(hour, Sums().add(x, y), t))
+    if hour != s.hour:
+        if s.n:
+            s.hours = (*s.hours, _Hour(s.hour, s._current(), s.hour_first_at))
+            s.window = s.window.plus(s.hours[-1].sums)
+        if s.lookback_hours is not None:
+            oldest = hour - s.lookback_hours
+            dropped = 0
+            while dropped < len(s.hours) and s.hours[dropped].index < oldest:
+                s.window = s.window.minus(s.hours[dropped].sums)
+                dropped += 1
+            if dropped:
+                s.hours = s.hours[dropped:]
+            if not s.hours:
+                s.window = Sums()  # exact zero instead of the rounding the subtractions leave
+        s.hour, s.hour_first_at = hour, t
+        s.n, s.sx, s.sy, s.sxx, s.sxy = 0, 0.0, 0.0, 0.0, 0.0
+    s.n += 1
+    s.sx += x
+    s.sy += y
+    s.sxx += x * x
+    s.sxy += x * y
 
 
-def _burn_add(state: SeriesState, t0: float, t1: float, units: float) -> SeriesState:
+def _burn_add(s: SeriesState, t0: float, t1: float, units: float) -> None:
     """Spread the burn of one judged poll evenly over the minutes and hours it spans."""
-    if t1 <= t0:
-        return state
     per_second = units / (t1 - t0)
-    # Minutes: only the last hour is kept.
-    minutes = array("d", state.minutes)
+    # Minutes: only the last hour is kept (the state's own copy of the ring: see _copy).
+    minutes = s.minutes
     newest = _minute(t1)
-    for minute in range(state.minute + 1, min(newest, state.minute + 60) + 1):
+    for minute in range(s.minute + 1, min(newest, s.minute + 60) + 1):
         minutes[minute % 60] = 0.0
-    first_minute = max(_minute(t0), newest - 59)
-    for minute in range(first_minute, newest + 1):
-        overlap = _overlap(t0, t1, minute * _MINUTE, (minute + 1) * _MINUTE)
-        minutes[minute % 60] += per_second * overlap
-    state = replace(state, minutes=minutes, minute=max(state.minute, newest))
+    s.minute = max(s.minute, newest)
+    first = max(_minute(t0), newest - 59)
+    begin = max(t0, first * _MINUTE)
+    for minute in range(first, newest + 1):
+        end = min(t1, (minute + 1) * _MINUTE)
+        minutes[minute % 60] += per_second * (end - begin)
+        begin = end
     # Hours: completed ones become rates for the usual burn.
-    first_hour = max(_hour(t0), _hour(t1) - BURN_DAYS * 24)
-    for hour in range(first_hour, _hour(t1) + 1):
-        overlap = _overlap(t0, t1, hour * _HOUR, (hour + 1) * _HOUR)
-        if hour > state.burn_hour:
-            state = _close_burn_hour(state, hour)
-        if hour == state.burn_hour:
-            state = replace(
-                state,
-                burn_hour_units=state.burn_hour_units + per_second * overlap,
-                burn_hour_seconds=state.burn_hour_seconds + overlap,
-            )
-    return state
+    first_hour, last_hour = _hour(t0), _hour(t1)
+    if first_hour == last_hour == s.burn_hour:
+        s.burn_hour_units += units
+        s.burn_hour_seconds += t1 - t0
+        return
+    for hour in range(max(first_hour, last_hour - BURN_DAYS * 24), last_hour + 1):
+        if hour > s.burn_hour:
+            _close_burn_hour(s, hour)
+        if hour == s.burn_hour:
+            overlap = min(t1, (hour + 1) * _HOUR) - max(t0, hour * _HOUR)
+            s.burn_hour_units += per_second * overlap
+            s.burn_hour_seconds += overlap
 
 
-def _close_burn_hour(state: SeriesState, new_hour: int) -> SeriesState:
-    hours = array("q", state.burn_hours)
-    rates = array("d", state.burn_rates)
-    if state.burn_hour_seconds >= _MIN_HOUR_COVERAGE:
-        hours.append(state.burn_hour)
-        rates.append(max(0.0, state.burn_hour_units) / state.burn_hour_seconds * _HOUR)
+def _close_burn_hour(s: SeriesState, new_hour: int) -> None:
+    hours, rates = array("q", s.burn_hours), array("d", s.burn_rates)
+    if s.burn_hour_seconds >= _MIN_HOUR_COVERAGE:
+        hours.append(s.burn_hour)
+        rates.append(max(0.0, s.burn_hour_units) / s.burn_hour_seconds * _HOUR)
     oldest = new_hour - BURN_DAYS * 24
     keep = 0
     while keep < len(hours) and hours[keep] < oldest:
         keep += 1
     if keep:
         hours, rates = hours[keep:], rates[keep:]
-    usual = statistics.median(rates) if len(rates) >= MIN_USUAL_HOURS else None
-    return replace(
-        state,
-        burn_hours=hours,
-        burn_rates=rates,
-        usual=usual,
-        burn_hour=new_hour,
-        burn_hour_units=0.0,
-        burn_hour_seconds=0.0,
-    )
+    s.burn_hours, s.burn_rates = hours, rates
+    s.usual = statistics.median(rates) if len(rates) >= MIN_USUAL_HOURS else None
+    s.burn_hour, s.burn_hour_units, s.burn_hour_seconds = new_hour, 0.0, 0.0
 
 
-def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
-    return max(0.0, min(a1, b1) - max(a0, b0))
+def _median(values: Sequence[float]) -> float:
+    # statistics.median without its generality: this runs for every reading.
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def _hour(t: float) -> int:
@@ -494,10 +551,10 @@ def forecast_of(
     min_span: timedelta = MIN_SPAN,
 ) -> Forecast | None:
     """Burn rate and projected exhaustion, or None when too little history or not falling."""
-    if state is None or state.current is None:
+    if state is None:
         return None
-    sums = state.window.plus(state.current.sums)
-    first_at = state.hours[0].first_at if state.hours else state.current.first_at
+    sums = state.window.plus(state._current())
+    first_at = state.hours[0].first_at if state.hours else state.hour_first_at
     if sums.n < max(min_points, 2) or state.judged_at - first_at < min_span.total_seconds():
         return None
     slope = sums.slope()

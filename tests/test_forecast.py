@@ -532,3 +532,18 @@ def test_a_step_is_not_counted_as_burn() -> None:
     burn = forecasting.burn_of(forecasting.rebuild(day + after))
     assert burn is not None
     assert burn.ratio == pytest.approx(1.0, rel=0.1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(histories)
+def test_advancing_reading_by_reading_equals_rebuilding_and_changes_nothing_given(
+    points: Points,
+) -> None:
+    ordered = sorted({at: (at, v) for at, v in points}.values())
+    state: forecasting.SeriesState | None = None
+    for at, value in ordered:
+        before = None if state is None else replace(state, minutes=array("d", state.minutes))
+        after = forecasting.advance(state, at, value)
+        assert state == before  # the state given is left as it was
+        state = after
+    assert state == forecasting.rebuild(ordered)

@@ -1,0 +1,219 @@
+"""What a poll cycle costs as history accumulates, and what forecasting costs per series.
+
+    .venv/bin/python bench/cycle_cost.py [--quick]
+
+1. Growth: N draining apps (200 and 2,000; 4 quota types each) polled at a 0.5-second interval
+   (a fake clock, so no real waiting) by `Monitor.cycle` on the SQLite store, the production
+   default. JPush is a stub that answers at once, so only the bot's own work is timed. The mean
+   of cycles 2-11 ("early") against the mean of the last 10 after many cycles ("late").
+   Goal: late / early <= 1.2 for both N.
+2. Forecast CPU per cycle per 1,000 series, each with a full 2-day history at a 5-minute poll
+   (576 readings): before (commit _common.LEGACY: read each series' window from the store and fit
+   it) and after (fold the new reading into the running state and read forecast, drop and burn
+   from it). Process CPU time, store threads included. Also the one-off cost of rebuilding the
+   state of 1,000 series from that history (start-up, lease takeover).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from _common import legacy_forecaster
+from pydantic import SecretStr
+
+from bot import forecast as forecasting
+from bot.alerts_types import Policy
+from bot.monitor import Monitor
+from bot.quota import QUOTA_TYPES, QuotaType, Scope, ScopeKind, ScopeReading
+from bot.store.sqlite import SqliteStore
+
+GOAL_RATIO = 1.2
+POLL = timedelta(seconds=0.5)
+T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+DRAIN_PER_SECOND = 2.0
+HISTORY_POLLS = 576  # two days at a 5-minute poll
+HISTORY_EVERY = timedelta(minutes=5)
+
+
+class FakeClock:
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class StubJPush:
+    """Answers every scope at once: industry drains 2 a second, the other types stay put."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+
+    async def fetch_all(self, scopes: Sequence[Scope]) -> list[ScopeReading]:
+        now = self.clock()
+        drained = int((now - T0).total_seconds() * DRAIN_PER_SECOND)
+        return [
+            ScopeReading(
+                scope=scope.name,
+                kind=ScopeKind.APP,
+                read_at=now,
+                balances={
+                    QuotaType.BALANCE: 5_000 + i,
+                    QuotaType.VOICE: 1_500,
+                    QuotaType.INDUSTRY: 10_000_000 - drained,
+                    QuotaType.MARKET: 20_000,
+                },
+            )
+            for i, scope in enumerate(scopes)
+        ]
+
+
+def app_scopes(n: int) -> list[Scope]:
+    return [
+        Scope(name=f"app{i:04d}", kind=ScopeKind.APP, key=f"k{i}", secret=SecretStr(f"s{i}"))
+        for i in range(n)
+    ]
+
+
+async def growth(n: int, cycles: int, workdir: Path) -> tuple[float, float]:
+    clock = FakeClock(T0)
+    store = SqliteStore(workdir / f"growth-{n}.db", clock=clock)
+    await store.open()
+    try:
+        client = StubJPush(clock)
+        monitor = Monitor(
+            app_scopes(n),
+            Policy(),
+            client,  # type: ignore[arg-type]
+            store,
+            clock=clock,
+            forecast_min_span=forecasting.min_span_for(POLL),
+        )
+        times = []
+        for _ in range(cycles):
+            started = time.perf_counter()
+            await monitor.cycle()
+            times.append(time.perf_counter() - started)
+            clock.now += POLL
+    finally:
+        await store.close()
+    return statistics.fmean(times[1:11]), statistics.fmean(times[-10:])
+
+
+def history_readings(scopes: Sequence[Scope], end: datetime) -> list[list[ScopeReading]]:
+    polls = []
+    for p in range(HISTORY_POLLS):
+        at = end - HISTORY_EVERY * (HISTORY_POLLS - p)
+        left = 1_000_000 - p * 600
+        polls.append(
+            [
+                ScopeReading(
+                    scope=s.name,
+                    kind=ScopeKind.APP,
+                    read_at=at,
+                    balances={t: left - 10 * i for i, t in enumerate(QUOTA_TYPES)},
+                )
+                for s in scopes
+            ]
+        )
+    return polls
+
+
+async def forecast_cpu(workdir: Path, rounds: int) -> dict[str, float]:
+    """CPU milliseconds per cycle per 1,000 series (250 apps x 4 types)."""
+    scopes = app_scopes(250)
+    now = T0 + timedelta(days=3)
+    store = SqliteStore(workdir / "cpu.db", clock=lambda: now)
+    await store.open()
+    try:
+        for readings in history_readings(scopes, now):
+            await store.save_readings(readings)
+        legacy = legacy_forecaster()
+        fresh = {
+            (s.name, t): 1_000_000 - HISTORY_POLLS * 600 - 10 * i
+            for s in scopes
+            for i, t in enumerate(QUOTA_TYPES)
+        }
+
+        async def before() -> None:
+            for (scope, quota_type), value in fresh.items():
+                points = await store.history(scope, quota_type, now - forecasting.LOOKBACK)
+                points.append((now, value))
+                legacy.forecast(points, now, min_span=forecasting.MIN_SPAN)
+
+        started = time.process_time()
+        states: dict[tuple[str, QuotaType], forecasting.SeriesState | None] = {}
+        since = now - forecasting.LOOKBACK - timedelta(hours=1)
+        for key in fresh:
+            states[key] = forecasting.rebuild(await store.history(key[0], key[1], since))
+        rebuild_ms = (time.process_time() - started) * 1000
+
+        def after() -> None:
+            for key, value in fresh.items():
+                state = forecasting.advance(states[key], now, value)
+                forecasting.forecast_of(state)
+                forecasting.drop_of(state)
+                forecasting.burn_of(state)
+
+        before_ms, after_ms = [], []
+        for _ in range(rounds):
+            started = time.process_time()
+            await before()
+            before_ms.append((time.process_time() - started) * 1000)
+            started = time.process_time()
+            after()
+            after_ms.append((time.process_time() - started) * 1000)
+    finally:
+        await store.close()
+    return {
+        "before": statistics.median(before_ms),
+        "after": statistics.median(after_ms),
+        "rebuild": rebuild_ms,
+    }
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="fewer cycles (about a minute)")
+    args = parser.parse_args()
+    plan = [(200, 60 if args.quick else 300), (2_000, 25 if args.quick else 80)]
+    good = True
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        print("1. Cycle time as history accumulates (SQLite, 0.5 s poll, stub JPush)")
+        print(
+            f"{'apps':>6} {'series':>7} {'cycles':>7} {'early ms':>9} {'late ms':>8} {'ratio':>6}"
+        )
+        for n, cycles in plan:
+            early, late = await growth(n, cycles, workdir)
+            ratio = late / early
+            passed = ratio <= GOAL_RATIO
+            good &= passed
+            print(
+                f"{n:>6} {4 * n:>7} {cycles:>7} {early * 1000:>9.1f} {late * 1000:>8.1f} "
+                f"{ratio:>6.2f}  {'ok' if passed else 'GROWS'}"
+            )
+        print("\n2. Forecast CPU per cycle per 1,000 series, 576 readings of history each")
+        cpu = await forecast_cpu(workdir, rounds=3 if args.quick else 5)
+        print(
+            f"before (history read + fit): {cpu['before']:8.1f} ms\n"
+            f"after (running state):       {cpu['after']:8.1f} ms"
+            f"   ({cpu['before'] / cpu['after']:.0f}x less)\n"
+            f"rebuild from history (once): {cpu['rebuild']:8.1f} ms"
+        )
+    print(
+        f"\ngrowth goal (late / early <= {GOAL_RATIO} for every N): {'met' if good else 'MISSED'}"
+    )
+    return 0 if good else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
