@@ -32,6 +32,7 @@ from bot.alerts_types import (
     ScopeHealth,
     alert_key,
 )
+from bot.anomalies import Signals, account_pool, step_burn, sudden_drop, with_pool_advice
 from bot.forecast import Forecast
 from bot.quota import QUOTA_TYPES, Level, QuotaType, ScopeReading, Threshold, Thresholds, level_for
 
@@ -47,6 +48,8 @@ class Policy:
     resolve_margin_pct: float = 10.0
     failures_before_alert: int = 3
     forecast_horizon: timedelta | None = timedelta(days=3)  # None: no running_out alerts
+    drop_percent: float = 30.0  # a fall of more than this in one poll is said once; 0: never
+    burn_factor: float = 5.0  # the last hour against the usual hour; 0: no burn alerts
 
 
 def step(
@@ -56,6 +59,8 @@ def step(
     forecasts: Mapping[str, Mapping[QuotaType, Forecast]],
     now: datetime,
     policy: Policy,
+    *,
+    signals: Mapping[str, Mapping[QuotaType, Signals]] | None = None,
 ) -> tuple[AlertBook, list[Event]]:
     """Advance the alert book by one poll.
 
@@ -63,7 +68,14 @@ def step(
     configuration) are dropped without an event. Scopes without a reading keep their state.
     Events come ordered by scope name, then quota type (QUOTA_TYPES order), then fetch health.
     """
-    configured = {alert_key(s, t) for s in thresholds for t in QUOTA_TYPES}
+    configured = {
+        alert_key(s, t, kind)
+        for s in thresholds
+        for t in QUOTA_TYPES
+        for kind in (None, AlertKind.BURN)
+    }
+    signals = signals or {}
+    pool = account_pool(readings)
     alerts = {key: alert for key, alert in book.alerts.items() if key in configured}
     health = {scope: h for scope, h in book.health.items() if scope in thresholds}
     events: list[Event] = []
@@ -75,12 +87,14 @@ def step(
             # A failed fetch is never read as a value: quota alerts only move on a real reading.
             for quota_type in QUOTA_TYPES:
                 key = alert_key(scope, quota_type)
+                value = _value_of(reading, quota_type)
+                threshold = thresholds[scope].get(quota_type, _DISABLED)
                 outcome = _step_quota(
                     _QuotaInput(
                         scope=scope,
                         quota_type=quota_type,
-                        value=_value_of(reading, quota_type),
-                        threshold=thresholds[scope].get(quota_type, _DISABLED),
+                        value=value,
+                        threshold=threshold,
                         forecast=forecasts.get(scope, {}).get(quota_type),
                     ),
                     alerts.get(key),
@@ -88,7 +102,8 @@ def step(
                     policy,
                 )
                 _store(alerts, key, outcome.alert)
-                events.extend(outcome.events)
+                events.extend(with_pool_advice(outcome.events, reading.kind, threshold, pool))
+                events.extend(_step_signals(scope, quota_type, value, signals, alerts, now, policy))
         new_health, fetch_events = _step_health(
             scope, health.get(scope, ScopeHealth()), reading, now, policy
         )
@@ -96,6 +111,37 @@ def step(
         events.extend(fetch_events)
     # Incidents ride along untouched: bot.incidents advances them from these events.
     return replace(book, alerts=alerts, health=health), events
+
+
+def _step_signals(
+    scope: str,
+    quota_type: QuotaType,
+    value: int | None,
+    signals: Mapping[str, Mapping[QuotaType, Signals]],
+    alerts: dict[str, OpenAlert],
+    now: datetime,
+    policy: Policy,
+) -> list[Event]:
+    """Sudden drops and burning faster than usual, from the series' running state."""
+    found = signals.get(scope, {}).get(quota_type, Signals())
+    events = []
+    if value is not None:
+        drop = sudden_drop(scope, quota_type, value, found.drop, now, policy.drop_percent)
+        if drop is not None:
+            events.append(drop)
+    key = alert_key(scope, quota_type, AlertKind.BURN)
+    alert, burn_events = step_burn(
+        scope,
+        quota_type,
+        value,
+        found.burn,
+        alerts.get(key),
+        now,
+        burn_factor=policy.burn_factor,
+        repeat_interval=policy.repeat_interval,
+    )
+    _store(alerts, key, alert)
+    return events + burn_events
 
 
 def resolve_bar(threshold: Threshold, margin_pct: float) -> int | None:

@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from bot.forecast import Forecast
+from bot.forecast import Burn, Drop, Forecast
 from bot.quota import FetchError, Level, QuotaType
 
 
@@ -23,11 +23,14 @@ class EventKind(StrEnum):
     RUNNING_OUT = "running_out"
     FETCH_FAILING = "fetch_failing"
     FETCH_RECOVERED = "fetch_recovered"
+    SUDDEN_DROP = "sudden_drop"  # informational, one-off: no alert stays open
+    BURNING_FAST = "burning_fast"
 
 
 class AlertKind(StrEnum):
     THRESHOLD = "threshold"  # below warning / critical
     RUNNING_OUT = "running_out"  # projected empty within the forecast horizon
+    BURN = "burn"  # burning faster than usual; open beside the type's other alert
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +50,16 @@ class Event:
     forecast: Forecast | None = None
     error: FetchError | None = None
     opened_at: datetime | None = None  # when the condition first opened
+    drop: Drop | None = None  # sudden_drop: how much, in how long
+    burn: Burn | None = None  # burn alerts: the last hour against the usual hour
+    pool: int | None = None  # what the account pool holds of this type, when it could help
 
     @property
     def key(self) -> str:
-        return alert_key(self.scope, self.quota_type)
+        if self.kind is EventKind.SUDDEN_DROP:
+            # Nothing stays open for a drop: its key names no alert of the book.
+            return f"{alert_key(self.scope, self.quota_type)}/drop"
+        return alert_key(self.scope, self.quota_type, self.alert)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -65,6 +74,9 @@ class Event:
             "forecast": self.forecast.to_json() if self.forecast else None,
             "error": self.error.to_json() if self.error else None,
             "opened_at": _ts(self.opened_at) if self.opened_at else None,
+            "drop": self.drop.to_json() if self.drop else None,
+            "burn": self.burn.to_json() if self.burn else None,
+            "pool": self.pool,
         }
 
     @classmethod
@@ -82,12 +94,19 @@ class Event:
             forecast=Forecast.from_json(d["forecast"]) if d.get("forecast") else None,
             error=FetchError.from_json(err) if err else None,
             opened_at=_dt(d["opened_at"]) if d.get("opened_at") else None,
+            drop=Drop.from_json(d["drop"]) if d.get("drop") else None,
+            burn=Burn.from_json(d["burn"]) if d.get("burn") else None,
+            pool=d.get("pool"),
         )
 
 
-def alert_key(scope: str, quota_type: QuotaType | None) -> str:
-    """`scope/type` for quota alerts, `scope` alone for the scope's fetch-health alert."""
-    return f"{scope}/{quota_type.value}" if quota_type else scope
+def alert_key(scope: str, quota_type: QuotaType | None, alert: AlertKind | None = None) -> str:
+    """`scope/type` for quota alerts (`scope/type/burn` for burning faster than usual, which
+    may be open beside the others), `scope` alone for the scope's fetch-health alert."""
+    if quota_type is None:
+        return scope
+    key = f"{scope}/{quota_type.value}"
+    return f"{key}/burn" if alert is AlertKind.BURN else key
 
 
 @dataclass(frozen=True, slots=True)

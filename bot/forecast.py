@@ -587,6 +587,13 @@ class Drop:
     percent: float
     seconds: float  # between the two readings
 
+    def to_json(self) -> dict[str, Any]:
+        return {"amount": self.amount, "percent": self.percent, "seconds": self.seconds}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Drop:
+        return cls(int(data["amount"]), float(data["percent"]), float(data["seconds"]))
+
 
 def drop_of(state: SeriesState | None) -> Drop | None:
     """The fall from the previous reading to the latest one, if it fell."""
@@ -606,12 +613,42 @@ def drop_of(state: SeriesState | None) -> Drop | None:
 class Burn:
     """The last hour's burn against the usual hourly burn of the last week."""
 
-    last_hour: float
-    usual: float
+    last_hour: float  # units burnt over the last hour
+    usual: float  # the median hour of the last week, units per hour
 
     @property
     def ratio(self) -> float:
         return self.last_hour / self.usual
+
+    def to_json(self) -> dict[str, Any]:
+        return {"last_hour": self.last_hour, "usual": self.usual}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Burn:
+        return cls(float(data["last_hour"]), float(data["usual"]))
+
+
+Burns = dict[str, dict[QuotaType, Burn]]
+
+
+def encode_burns(burns: Mapping[str, Mapping[QuotaType, Burn]]) -> str:
+    return json.dumps(
+        {s: {t.value: b.to_json() for t, b in bs.items()} for s, bs in burns.items()},
+        separators=(",", ":"),
+    )
+
+
+def decode_burns(raw: str | None) -> Burns:
+    """The stored burn figures; nothing (rather than an error) when absent or unreadable."""
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+        return {
+            s: {QuotaType(t): Burn.from_json(b) for t, b in bs.items()} for s, bs in data.items()
+        }
+    except (ValueError, KeyError, TypeError):
+        return {}
 
 
 def burn_of(state: SeriesState | None) -> Burn | None:
@@ -641,6 +678,14 @@ def forecast(
     return forecast_of(rebuild(recent, lookback=lookback), min_points=min_points, min_span=min_span)
 
 
+def history_needed(*, burn: bool) -> timedelta:
+    """How much stored history rebuilds a series' state: the fit's window, and the week of
+    hours the usual burn is the median of when that check is on (an hour more for the
+    window's partial hour)."""
+    days = max(LOOKBACK, timedelta(days=BURN_DAYS)) if burn else LOOKBACK
+    return days + timedelta(hours=1)
+
+
 def min_span_for(poll_interval: timedelta) -> timedelta:
     """MIN_SPAN, or six polls when polling is fast (staging, the demo, tests), whichever is less.
 
@@ -648,20 +693,3 @@ def min_span_for(poll_interval: timedelta) -> timedelta:
     few seconds should not wait half an hour for its first forecast.
     """
     return min(MIN_SPAN, poll_interval * 6)
-
-
-def forecast_all(
-    history: Mapping[QuotaType, Sequence[Point]],
-    now: datetime,
-    *,
-    min_points: int = MIN_POINTS,
-    min_span: timedelta = MIN_SPAN,
-    lookback: timedelta | None = LOOKBACK,
-) -> dict[QuotaType, Forecast]:
-    """The forecast of every type that has one; types without are absent."""
-    result: dict[QuotaType, Forecast] = {}
-    for quota_type, points in history.items():
-        found = forecast(points, now, min_points=min_points, min_span=min_span, lookback=lookback)
-        if found is not None:
-            result[quota_type] = found
-    return result

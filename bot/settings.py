@@ -127,6 +127,8 @@ class Settings(BaseSettings):
     alert_resolve_margin: float = Field(default=10.0, ge=0, le=1000)
     alert_failures_before_alert: int = Field(default=3, ge=1)
     alert_forecast_horizon: Duration = timedelta(days=3)
+    alert_drop_percent: float = Field(default=30.0, ge=0, le=100)
+    alert_burn_factor: float = Field(default=5.0, ge=0, le=1000)
     history_retention: Duration = timedelta(days=14)
 
     poll_interval: Duration = timedelta(minutes=5)
@@ -173,6 +175,14 @@ class Settings(BaseSettings):
     def _positive_interval(cls, value: timedelta) -> timedelta:
         if value.total_seconds() <= 0:
             raise ValueError("must be greater than 0")
+        return value
+
+    @field_validator("alert_burn_factor")
+    @classmethod
+    def _burn_factor(cls, value: float) -> float:
+        # It resolves under half the factor: below 2 that is under the usual burn itself.
+        if 0 < value < 2:
+            raise ValueError("must be 0 (off) or at least 2")
         return value
 
     @field_validator("history_retention")
@@ -363,6 +373,8 @@ class Settings(BaseSettings):
             resolve_margin_pct=self.alert_resolve_margin,
             failures_before_alert=self.alert_failures_before_alert,
             forecast_horizon=horizon if horizon.total_seconds() > 0 else None,
+            drop_percent=self.alert_drop_percent,
+            burn_factor=self.alert_burn_factor,
         )
 
 

@@ -14,8 +14,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from bot import forecast as forecasting
-from bot.forecast import MIN_POINTS, MIN_SPAN, forecast, forecast_all, min_span_for
-from bot.quota import QuotaType
+from bot.forecast import MIN_POINTS, MIN_SPAN, forecast, min_span_for
 
 T0 = NOW
 
@@ -143,17 +142,6 @@ def test_minimums_can_be_lowered_for_short_demos() -> None:
     found = forecast(points, last_now(points), min_points=3, min_span=timedelta(seconds=20))
     assert found is not None
     assert found.per_hour == pytest.approx(3600.0)
-
-
-def test_forecast_all_keeps_only_types_with_a_forecast() -> None:
-    history = {
-        QuotaType.BALANCE: STEADY,
-        QuotaType.VOICE: series([5_000] * 20),
-        QuotaType.MARKET: [],
-    }
-    result = forecast_all(history, last_now(STEADY))
-    assert set(result) == {QuotaType.BALANCE}
-    assert result[QuotaType.BALANCE] == forecast(STEADY, last_now(STEADY))
 
 
 def test_min_span_is_sensible() -> None:
