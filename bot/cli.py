@@ -16,7 +16,7 @@ from typing import TextIO
 from bot.app import build_services, new_holder, serve_app
 from bot.clock import Clock, utcnow
 from bot.errors import ConfigError, StoreError
-from bot.forecast import Forecasts
+from bot.forecast import Burns, Forecasts
 from bot.logs import setup_logging
 from bot.notify import ConsoleNotifier, make_notifier, warn_console_delivery
 from bot.quota import ScopeReading
@@ -119,13 +119,13 @@ async def _check(settings: Settings, as_json: bool, notify: bool) -> int:
     if notify:
         console = sys.stderr if as_json else sys.stdout
         try:
-            readings, forecasts = await check_and_notify(settings, store, console=console)
+            readings, forecasts, burns = await check_and_notify(settings, store, console=console)
         except StoreUnavailable as exc:
             print(f"sms-balance-bot: state store unavailable: {exc}", file=sys.stderr)
             return EXIT_UNKNOWN
     else:
-        readings, forecasts = await check_once(settings, store)
-    views = unread_views(scopes, {r.scope: r for r in readings}, forecasts)
+        readings, forecasts, burns = await check_once(settings, store)
+    views = unread_views(scopes, {r.scope: r for r in readings}, forecasts, burns=burns)
     now = utcnow()
     if as_json:
         print(json.dumps(check_json(views), ensure_ascii=False))
@@ -140,7 +140,7 @@ class StoreUnavailable(Exception):
 
 async def check_once(
     settings: Settings, store: StateStore, *, clock: Clock = utcnow
-) -> tuple[list[ScopeReading], Forecasts]:
+) -> tuple[list[ScopeReading], Forecasts, Burns]:
     """Read every scope once and forecast from the stored history, if the store answers.
 
     The readings join the history (so cron-driven checks build forecasts), but no alert is
@@ -159,21 +159,21 @@ async def check_once(
     try:
         readings = await services.client.fetch_all(services.scopes)
         if not store_ok:
-            return readings, {}
+            return readings, {}, {}
         try:
-            forecasts = await services.monitor.forecasts_for(readings, clock())
+            outlook = await services.monitor.outlook(readings, clock())
             await store.save_readings(readings)
         except StoreError as exc:
             log.warning("state store unavailable, no forecasts: %s", exc)
-            forecasts = {}
-        return readings, forecasts
+            return readings, {}, {}
+        return readings, outlook.forecasts, outlook.burns
     finally:
         await services.close()
 
 
 async def check_and_notify(
     settings: Settings, store: StateStore, *, console: TextIO, clock: Clock = utcnow
-) -> tuple[list[ScopeReading], Forecasts]:
+) -> tuple[list[ScopeReading], Forecasts, Burns]:
     """One `serve` cycle: read, evaluate, commit, and deliver what is queued (this cycle's
     message and any a previous run left), with the same services `serve` uses."""
     try:
@@ -198,7 +198,7 @@ async def check_and_notify(
             )
     finally:
         await services.close()
-    return result.readings, result.forecasts
+    return result.readings, result.forecasts, result.burns
 
 
 # demo ----------------------------------------------------------------------------------------

@@ -67,6 +67,13 @@ class Metrics:
             scope_type,
             registry=r,
         )
+        self.burn_ratio = Gauge(
+            "sms_balance_burn_ratio",
+            "Burn over the last hour divided by the median hourly burn of the last 7 days"
+            " (present only with at least 24 hours of history and a usual burn above zero)",
+            scope_type,
+            registry=r,
+        )
         self.threshold = Gauge(
             "sms_balance_threshold",
             "Alert threshold of the quota: the bot alerts at this level when the balance is"
@@ -165,6 +172,7 @@ class Metrics:
         self.balance.clear()
         self.seconds_to_empty.clear()
         self.burn_rate.clear()
+        self.burn_ratio.clear()
         for view in views:
             reading = view.reading
             if reading is None:
@@ -180,6 +188,8 @@ class Metrics:
                 labels = (view.scope, quota_type.value)
                 self.seconds_to_empty.labels(*labels).set(forecast.seconds_to_empty(now))
                 self.burn_rate.labels(*labels).set(forecast.per_hour / 3600)
+            for quota_type, burn in view.burns.items():
+                self.burn_ratio.labels(view.scope, quota_type.value).set(burn.ratio)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

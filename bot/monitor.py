@@ -2,6 +2,10 @@
 
 The decisions are made by the pure `alerts.step` and `forecast`; this module only moves values
 between JPush, the state store and the deliverer, and keeps time.
+
+Each series' forecasting state is kept between cycles, so a cycle costs the same however much
+history is stored: the history is read only to rebuild a series' state the first time this
+process sees it (start-up, a new scope, taking over the poller lease).
 """
 
 from __future__ import annotations
@@ -9,22 +13,24 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from bot import forecast as forecasting
 from bot.alerts import Policy, step
 from bot.alerts_types import AlertBook, Event
+from bot.anomalies import Signals
 from bot.clock import Clock, Monotonic
 from bot.digest import DigestPolicy, digest_due, digest_op
 from bot.errors import StoreError
-from bot.forecast import Forecast, Forecasts, encode_forecasts
+from bot.forecast import Burns, Forecast, Forecasts, SeriesState, encode_burns, encode_forecasts
 from bot.jpush import JPushClient
 from bot.metrics import Metrics
 from bot.outbox import Routing, plan_messages
 from bot.quota import QuotaType, Scope, ScopeReading, Thresholds
 from bot.render.format import DEFAULT, Locale
 from bot.store.base import (
+    META_BURNS,
     META_FORECASTS,
     META_LAST_CYCLE,
     CycleCommit,
@@ -36,9 +42,20 @@ from bot.views import unread_views
 
 log = logging.getLogger(__name__)
 
-# How much history a forecast reads: the forecaster's own look-back.
-FORECAST_WINDOW = forecasting.LOOKBACK
 COMMIT_ATTEMPTS = 5
+SeriesKey = tuple[str, QuotaType]
+
+
+@dataclass(frozen=True, slots=True)
+class Outlook:
+    """What every series' running state says after one poll's readings."""
+
+    forecasts: Forecasts
+    burns: Burns
+    signals: dict[str, dict[QuotaType, Signals]]
+    # The states after these readings: kept once the readings are committed, not before, so
+    # the running state never holds a reading the store does not.
+    states: dict[SeriesKey, SeriesState]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +64,7 @@ class CycleResult:
     events: list[Event]
     forecasts: Forecasts
     at: datetime
+    burns: Burns = field(default_factory=dict)
 
 
 class Monitor:
@@ -79,6 +97,17 @@ class Monitor:
         self._thresholds: dict[str, Thresholds] = {s.name: s.thresholds for s in self.scopes}
         # True while waiting on JPush: nothing is written yet, so shutdown may cancel at once.
         self.fetching = False
+        self._series: dict[SeriesKey, SeriesState] = {}
+        self._rebuild_from = forecasting.history_needed(burn=bool(policy.burn_factor))
+
+    def forget(self) -> None:
+        """Drop the running state; the next cycle rebuilds it from the stored history.
+
+        For a replica taking over the poller lease: the readings the previous poller stored
+        are not in what this one built before, and rebuilding gives it the very state the
+        previous poller had (the state is a function of the stored history alone).
+        """
+        self._series = {}
 
     async def cycle(self) -> CycleResult:
         """One poll of every scope, evaluated and committed atomically with its message."""
@@ -89,11 +118,20 @@ class Monitor:
         finally:
             self.fetching = False
         now = self._clock()
-        forecasts = await self.forecasts_for(readings, now)
+        outlook = await self.outlook(readings, now)
+        forecasts = outlook.forecasts
         events: list[Event] = []
         for _ in range(COMMIT_ATTEMPTS):
             book, version = await self._store.load_book()
-            new_book, events = step(book, readings, self._thresholds, forecasts, now, self.policy)
+            new_book, events = step(
+                book,
+                readings,
+                self._thresholds,
+                forecasts,
+                now,
+                self.policy,
+                signals=outlook.signals,
+            )
             new_book, messages = plan_messages(
                 new_book, events, now, self.routing, OutboxMessage.new_id(now)
             )
@@ -107,9 +145,13 @@ class Monitor:
         else:
             raise StoreError("could not commit the poll cycle: the alert state kept changing")
         await self._store.set_meta(META_LAST_CYCLE, now.isoformat())
+        self._series.update(outlook.states)
         await self._store.set_meta(META_FORECASTS, encode_forecasts(forecasts))
+        await self._store.set_meta(META_BURNS, encode_burns(outlook.burns))
         self._observe(readings, events, forecasts, now, self._monotonic() - started)
-        return CycleResult(readings=readings, events=events, forecasts=forecasts, at=now)
+        return CycleResult(
+            readings=readings, events=events, forecasts=forecasts, at=now, burns=outlook.burns
+        )
 
     def _with_digest(
         self,
@@ -141,22 +183,36 @@ class Monitor:
         log.info("daily summary queued", extra={"day": day})
         return replace(book, digest_day=day), [*messages, digest]
 
-    async def forecasts_for(self, readings: Sequence[ScopeReading], now: datetime) -> Forecasts:
-        result: Forecasts = {}
-        since = now - FORECAST_WINDOW
+    async def outlook(self, readings: Sequence[ScopeReading], now: datetime) -> Outlook:
+        """Each series' state advanced by its new reading, and what the states say.
+
+        O(1) per series, except the first time a series is seen: its state is rebuilt from the
+        stored history then.
+        """
+        forecasts: Forecasts = {}
+        burns: Burns = {}
+        signals: dict[str, dict[QuotaType, Signals]] = {}
+        states: dict[SeriesKey, SeriesState] = {}
         for reading in readings:
-            fresh = dict(history_points(reading))
-            if not fresh:
-                continue
-            series: dict[QuotaType, list[tuple[datetime, int]]] = {}
-            for quota_type, value in fresh.items():
-                points = await self._store.history(reading.scope, quota_type, since)
-                points.append((reading.read_at, value))
-                series[quota_type] = points
-            found = forecasting.forecast_all(series, now, min_span=self._min_span)
-            if found:
-                result[reading.scope] = found
-        return result
+            scope = reading.scope
+            for quota_type, value in history_points(reading):
+                key = (scope, quota_type)
+                state = self._series.get(key)
+                if state is None:
+                    since = now - self._rebuild_from
+                    state = forecasting.rebuild(await self._store.history(scope, quota_type, since))
+                state = forecasting.advance(state, reading.read_at, value)
+                states[key] = state
+                found = forecasting.forecast_of(state, min_span=self._min_span)
+                if found is not None:
+                    forecasts.setdefault(scope, {})[quota_type] = found
+                burn = forecasting.burn_of(state)
+                if burn is not None:
+                    burns.setdefault(scope, {})[quota_type] = burn
+                signals.setdefault(scope, {})[quota_type] = Signals(
+                    drop=forecasting.drop_of(state), burn=burn
+                )
+        return Outlook(forecasts=forecasts, burns=burns, signals=signals, states=states)
 
     def _observe(
         self,

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from bot.forecast import Forecast, decode_forecasts
+from bot.forecast import Burn, Forecast, decode_burns, decode_forecasts
 from bot.quota import (
     QUOTA_TYPES,
     Level,
@@ -21,7 +21,7 @@ from bot.quota import (
     evaluate,
 )
 from bot.quota import scope_status as _scope_status
-from bot.store.base import META_FORECASTS, StateStore
+from bot.store.base import META_BURNS, META_FORECASTS, StateStore
 
 # How much history a sparkline shows.
 TREND_WINDOW = timedelta(hours=24)
@@ -36,6 +36,8 @@ class ScopeView:
     forecasts: Mapping[QuotaType, Forecast] = field(default_factory=dict)
     # Values over the last 24 h, oldest first, for sparklines (single-scope replies only).
     trend: Mapping[QuotaType, Sequence[int]] = field(default_factory=dict)
+    # The last hour's burn against the usual hour, where a week of history tells the usual.
+    burns: Mapping[QuotaType, Burn] = field(default_factory=dict)
 
     # Computed once: renderers ask for levels many times per view.
     levels: dict[QuotaType, Level] | None = field(init=False, compare=False, repr=False)
@@ -56,12 +58,14 @@ def unread_views(
     readings: Mapping[str, ScopeReading] | None = None,
     forecasts: Mapping[str, Mapping[QuotaType, Forecast]] | None = None,
     trends: Mapping[str, Mapping[QuotaType, Sequence[int]]] | None = None,
+    burns: Mapping[str, Mapping[QuotaType, Burn]] | None = None,
 ) -> list[ScopeView]:
-    """Every configured scope with only the given readings, forecasts and trends: what is
-    known without reading the store."""
+    """Every configured scope with only the given readings, forecasts, trends and burns: what
+    is known without reading the store."""
     readings = readings or {}
     forecasts = forecasts or {}
     trends = trends or {}
+    burns = burns or {}
     return [
         ScopeView(
             scope=s.name,
@@ -70,6 +74,7 @@ def unread_views(
             thresholds=s.thresholds,
             forecasts=forecasts.get(s.name, {}),
             trend=trends.get(s.name, {}),
+            burns=burns.get(s.name, {}),
         )
         for s in scopes
     ]
@@ -89,6 +94,7 @@ async def load_views(
     if readings:
         latest.update(readings)
     forecasts = decode_forecasts(await store.get_meta(META_FORECASTS))
+    burns = decode_burns(await store.get_meta(META_BURNS))
     trends: dict[str, dict[QuotaType, list[int]]] = {}
     if trend_for is not None and any(s.name == trend_for for s in scopes):
         since = now - TREND_WINDOW
@@ -97,4 +103,4 @@ async def load_views(
             points = await store.history(trend_for, quota_type, since)
             if points:
                 trend[quota_type] = [v for _, v in points]
-    return unread_views(scopes, latest, forecasts, trends)
+    return unread_views(scopes, latest, forecasts, trends, burns)

@@ -252,6 +252,9 @@ class Worker:
         held = await self._store.acquire_lease(self.holder, self.lease_ttl, self._clock())
         if held != self.is_poller:
             log.info("poller lease %s", "acquired" if held else "held by another replica")
+            if held:
+                # Another replica may have polled meanwhile: start again from what it stored.
+                self._monitor.forget()
         self.is_poller = held
         return held
 

@@ -39,6 +39,7 @@ CAS_ATTEMPTS = 50
 # Small facts shared through `set_meta`/`get_meta`, one name each.
 META_LAST_CYCLE = "last_cycle_at"  # ISO time of the last committed poll cycle
 META_FORECASTS = "forecasts"  # that cycle's forecasts (bot.forecast.encode_forecasts)
+META_BURNS = "burns"  # that cycle's last-hour and usual burns (bot.forecast.encode_burns)
 META_SLACK_NOT_BEFORE = "slack_not_before"  # no delivery before this ISO time (429/backoff)
 # The bot's own alert channel: Slack (Web API or webhook) or the terminal. Other destinations
 # (team chats) have queues of their own under their own names.
