@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from bot.alerts_types import AlertKind, Event, EventKind
 from bot.commands import Command
 from bot.destinations import ChatKind
 from bot.errors import JPushConfigError, JPushError
-from bot.forecast import Forecast
+from bot.forecast import Burn, Drop, Forecast
 from bot.jpush import interpret_response
 from bot.quota import FetchError, Level, QuotaType, ScopeKind
 from bot.render.alert import render_alert, render_alert_console
@@ -146,6 +147,47 @@ ALERTS: dict[str, list[Event]] = {
         event(EventKind.REPEATED, "shop", error=SERVER_ERROR, opened_at=NOW - DAY - 2 * HOUR)
     ],
     "fetch_recovered": [event(EventKind.FETCH_RECOVERED, "shop", opened_at=NOW - 90 * MINUTE)],
+    "sudden_drop": [
+        event(
+            EventKind.SUDDEN_DROP,
+            quota_type=Q.INDUSTRY,
+            value=40_000,
+            drop=Drop(amount=60_000, percent=60.0, seconds=300.0),
+        ),
+        event(
+            EventKind.SUDDEN_DROP,
+            "shop",
+            quota_type=Q.MARKET,
+            value=2_500,
+            drop=Drop(amount=7_500, percent=75.0, seconds=3600.0),
+        ),
+    ],
+    "burning_fast": [
+        event(
+            EventKind.BURNING_FAST,
+            "shop",
+            quota_type=Q.INDUSTRY,
+            level=Level.WARNING,
+            value=48_200,
+            alert=AlertKind.BURN,
+            burn=Burn(last_hour=5_400.0, usual=120.0),
+            opened_at=NOW,
+        )
+    ],
+    "burning_fast_resolved": [
+        event(
+            EventKind.RESOLVED,
+            "shop",
+            quota_type=Q.INDUSTRY,
+            value=41_000,
+            alert=AlertKind.BURN,
+            burn=Burn(last_hour=130.0, usual=120.0),
+            opened_at=NOW - 3 * HOUR,
+        )
+    ],
+    "pool_advice": [
+        fired("shop", Q.INDUSTRY, Level.WARNING, 420, 1000, opened_at=NOW, pool=54_321),
+    ],
     "grouped": [
         quota(
             EventKind.RESOLVED,
@@ -204,7 +246,7 @@ def alert_text(events: list[Event], loc: Locale) -> str:
 
 # --- /sms-balance replies and the check table --------------------------------------------------
 
-ACCOUNT = view(
+ACCOUNT_READ = view(
     "account",
     values(balance=9, voice=702, industry=121_981, market=11_683),
     forecasts={Q.INDUSTRY: DRAINING, Q.BALANCE: Forecast(0.5, NOW + 18 * HOUR)},
@@ -215,6 +257,8 @@ ACCOUNT = view(
         Q.MARKET: [11_683],
     },
 )
+# Industry burning eight times its usual hour: shown beside its forecast.
+ACCOUNT = replace(ACCOUNT_READ, burns={Q.INDUSTRY: Burn(last_hour=400.0, usual=50.0)})
 SHOP = view("shop", error=AUTH_FAILED, trend={Q.BALANCE: [5000, 4990], Q.VOICE: [300]})
 BILLING = view("billing", error=SERVER_ERROR, read_ago=40 * MINUTE)
 CRM = view("crm", unassigned=True)

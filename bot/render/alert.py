@@ -24,8 +24,10 @@ from bot.render.format import (
     SLACK,
     Locale,
     Markup,
+    burn_figures,
     clip_escaped,
     context_block,
+    duration_words,
     error_hint,
     escape_markdown,
     escape_mrkdwn,
@@ -38,7 +40,7 @@ from bot.render.format import (
     scope_title,
     section_block,
 )
-from bot.render.tones import TONES, Tone, is_fetch, is_running_out, severity, tone_of
+from bot.render.tones import TONES, Tone, is_burn, is_fetch, is_running_out, severity, tone_of
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,35 @@ def _quota_detail(event: Event, loc: Locale) -> str:
     return lang.below_level.format(value=value, level=level, n=fmt_int(event.threshold, loc))
 
 
+def _drop_detail(event: Event, loc: Locale) -> str:
+    """`dropped 60,000 (60 %) in 5 minutes, 40,000 left — if no quota was moved to an app…`"""
+    assert event.drop is not None
+    lang = loc.lang
+    drop = event.drop
+    text = lang.dropped.format(
+        amount=fmt_int(drop.amount, loc),
+        percent=fmt_int(round(drop.percent), loc),
+        period=duration_words(drop.seconds, loc),
+        value=lang.left.format(n=fmt_int(event.value, loc))
+        if event.value is not None
+        else lang.value_unknown,
+    )
+    hint = lang.drop_hint_account if event.scope == ACCOUNT_SCOPE else lang.drop_hint_app
+    return lang.with_hint.format(text=text, hint=hint)
+
+
+def _burn_detail(event: Event, loc: Locale) -> str:
+    """`burning 5,000/hour in the last hour, 50× the usual 100/hour — check for SMS pumping`"""
+    lang = loc.lang
+    if event.burn is None:
+        return lang.value_unknown
+    figures = burn_figures(event.burn, loc)
+    if event.kind is EventKind.RESOLVED:
+        return lang.burn_back.format(**figures)
+    text = lang.burning_fast.format(**figures)
+    return lang.with_hint.format(text=text, hint=lang.burn_hint)
+
+
 def _word(level: Level, loc: Locale) -> str:
     return loc.lang.status_word[level.status]
 
@@ -127,7 +158,7 @@ def _change(event: Event, now: datetime, loc: Locale) -> str | None:
         )
     if event.kind is EventKind.REPEATED:
         return _since(event, now, loc)
-    if event.kind in (EventKind.FIRED, EventKind.RUNNING_OUT):
+    if event.kind in (EventKind.FIRED, EventKind.RUNNING_OUT, EventKind.BURNING_FAST):
         return loc.lang.new
     return None
 
@@ -135,12 +166,26 @@ def _change(event: Event, now: datetime, loc: Locale) -> str | None:
 def _quota_body(event: Event, now: datetime, loc: Locale, markup: Markup) -> str:
     assert event.quota_type is not None
     label = markup.bold(loc.lang.type_label[event.quota_type])
-    parts = [loc.lang.labelled.format(label=label, text=_quota_detail(event, loc))]
+    if event.kind is EventKind.SUDDEN_DROP:
+        detail = _drop_detail(event, loc)
+    elif is_burn(event):
+        detail = _burn_detail(event, loc)
+    else:
+        detail = _quota_detail(event, loc)
+    parts = [loc.lang.labelled.format(label=label, text=detail)]
     change = _change(event, now, loc)
     if change:
         parts.append(change)
     if event.forecast is not None and event.kind is not EventKind.RESOLVED:
         parts.append(runs_out(event.forecast, now, loc))
+    if event.pool is not None:
+        parts.append(
+            loc.lang.pool_advice.format(
+                n=fmt_int(event.pool, loc),
+                type=loc.lang.type_name[event.quota_type],
+                scope=markup.escape(event.scope),
+            )
+        )
     return SEP.join(parts)
 
 

@@ -147,6 +147,16 @@ def _scope_json(view: ScopeView) -> dict[str, Any]:
         for t in QUOTA_TYPES
         if t in view.forecasts
     }
+    if view.burns:
+        out["burn"] = {
+            t.value: {
+                "last_hour": round(view.burns[t].last_hour, 1),
+                "usual_per_hour": round(view.burns[t].usual, 1),
+                "ratio": round(view.burns[t].ratio, 2),
+            }
+            for t in QUOTA_TYPES
+            if t in view.burns
+        }
     return out
 
 

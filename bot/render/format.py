@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
-from bot.forecast import Forecast
+from bot.forecast import Burn, Forecast
 from bot.quota import FetchError, ScopeKind, Threshold
 from bot.render.lang import DEFAULT_LANGUAGE, lang_for
 from bot.render.text import Lang
@@ -233,6 +233,22 @@ def runs_out(forecast: Forecast, now: datetime, loc: Locale = DEFAULT) -> str:
         when=fmt_when(forecast.empty_at, now, loc),
         rate=fmt_rate(forecast.per_hour, loc),
     )
+
+
+def burn_figures(burn: Burn, loc: Locale = DEFAULT) -> dict[str, str]:
+    """The words of a burn: `now` (the last hour) and `usual`, per hour, and the `factor`."""
+    per_hour = loc.lang.per_hour
+    factor = f"{burn.ratio:.1f}" if burn.ratio < 10 else fmt_int(round(burn.ratio), loc)
+    return {
+        "now": per_hour.format(n=fmt_int(round(burn.last_hour), loc)),
+        "usual": per_hour.format(n=fmt_int(round(burn.usual), loc)),
+        "factor": factor,
+    }
+
+
+def burn_ratio(burn: Burn, loc: Locale = DEFAULT) -> str:
+    """`900/hour in the last hour, 9.0× the usual 100/hour`: a burn that stands out, in replies."""
+    return loc.lang.burn_notable.format(**burn_figures(burn, loc))
 
 
 def runs_out_cell(forecast: Forecast, now: datetime, loc: Locale = DEFAULT) -> str:

@@ -20,6 +20,7 @@ from bot.render.format import (
     SEP,
     SLACK,
     Locale,
+    burn_ratio,
     clip_escaped,
     context_block,
     error_hint,
@@ -209,6 +210,10 @@ def _freshness(view: ScopeView, now: datetime, stale_after: timedelta | None, lo
     return SLACK.italic(said.format(when=when))
 
 
+# A reply mentions the burn only when it stands out; the alert decides when it is too much.
+NOTABLE_BURN_RATIO = 2.0
+
+
 def _type_line(
     view: ScopeView,
     quota_type: QuotaType,
@@ -232,6 +237,9 @@ def _type_line(
     forecast = view.forecasts.get(quota_type)
     if forecast is not None and value is not None:
         parts.append(runs_out(forecast, now, loc))
+    burn = view.burns.get(quota_type)
+    if burn is not None and value is not None and burn.ratio >= NOTABLE_BURN_RATIO:
+        parts.append(burn_ratio(burn, loc))
     return SEP.join(parts)
 
 

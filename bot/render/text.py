@@ -84,6 +84,15 @@ class Lang:
     running_out_above: str  # {value} {level} {n}
     at_level: str  # {value} {level}
     below_level: str  # {value} {level} {n}
+    per_hour: str  # {n}: a burn per hour
+    dropped: str  # {amount} {percent} {period} {value}
+    drop_hint_account: str
+    drop_hint_app: str
+    burning_fast: str  # {now} {factor} {usual}
+    burn_hint: str
+    burn_back: str  # {now} {usual}
+    burn_notable: str  # {now} {factor} {usual}: in replies
+    pool_advice: str  # {n} {type} {scope}
 
     # --- /sms-balance replies ---
     usage_title: str

@@ -23,6 +23,8 @@ class Tone(Enum):
     UNREADABLE = "unreadable"
     WARNING = "warning"
     RUNNING_OUT = "running_out"
+    BURNING = "burning"  # burning faster than usual
+    DROPPED = "dropped"  # a sudden drop: informational
     RESOLVED = "resolved"
     RECOVERED = "recovered"
 
@@ -43,6 +45,11 @@ TONES: dict[Tone, ToneStyle] = {
     Tone.WARNING: ToneStyle(Status.WARNING, ":large_orange_circle:", ":warning:"),
     Tone.RUNNING_OUT: ToneStyle(
         Status.WARNING, ":hourglass_flowing_sand:", ":hourglass_flowing_sand:"
+    ),
+    Tone.BURNING: ToneStyle(Status.WARNING, ":fire:", ":fire:"),
+    # Informational: orders with the good news, after every warning.
+    Tone.DROPPED: ToneStyle(
+        Status.OK, ":chart_with_downwards_trend:", ":chart_with_downwards_trend:"
     ),
     Tone.RESOLVED: ToneStyle(Status.OK, ":white_check_mark:", ":white_check_mark:"),
     Tone.RECOVERED: ToneStyle(Status.OK, ":large_green_circle:", ":white_check_mark:"),
@@ -69,9 +76,17 @@ def is_running_out(event: Event) -> bool:
     return event.kind is EventKind.RUNNING_OUT or event.alert is AlertKind.RUNNING_OUT
 
 
+def is_burn(event: Event) -> bool:
+    return event.kind is EventKind.BURNING_FAST or event.alert is AlertKind.BURN
+
+
 def tone_of(event: Event) -> Tone:
     if event.kind is EventKind.RESOLVED:
         return Tone.RESOLVED
+    if event.kind is EventKind.SUDDEN_DROP:
+        return Tone.DROPPED
+    if is_burn(event):
+        return Tone.BURNING
     if event.kind is EventKind.FETCH_RECOVERED:
         return Tone.RECOVERED
     if is_fetch(event):
