@@ -30,7 +30,7 @@ from _common import legacy_forecaster
 from pydantic import SecretStr
 
 from bot import forecast as forecasting
-from bot.alerts_types import Policy
+from bot.alerts import Policy
 from bot.monitor import Monitor
 from bot.quota import QUOTA_TYPES, QuotaType, Scope, ScopeKind, ScopeReading
 from bot.store.sqlite import SqliteStore
