@@ -73,6 +73,10 @@ BAD = [
     ({"ALERT_CRITICAL_MARKET": "5000"}, "ALERT_CRITICAL_MARKET", "must not exceed"),
     ({"ALERT_RESOLVE_MARGIN": "-3"}, "ALERT_RESOLVE_MARGIN", "greater than or equal to 0"),
     ({"ALERT_FAILURES_BEFORE_ALERT": "0"}, "ALERT_FAILURES_BEFORE_ALERT", "greater than"),
+    ({"ALERT_DROP_PERCENT": "101"}, "ALERT_DROP_PERCENT", "less than or equal to 100"),
+    ({"ALERT_DROP_PERCENT": "-1"}, "ALERT_DROP_PERCENT", "greater than or equal to 0"),
+    ({"ALERT_BURN_FACTOR": "1.5"}, "ALERT_BURN_FACTOR", "at least 2"),
+    ({"ALERT_BURN_FACTOR": "nan"}, "ALERT_BURN_FACTOR", "less than or equal to 1000"),
     ({"JPUSH_DEV_KEY": "dev"}, "JPUSH_DEV_SECRET", "required"),
     ({"JPUSH_DEV_SECRET": SECRET}, "JPUSH_DEV_KEY", "required"),
     ({"SLACK_BOT_TOKEN": "xoxb-" + SECRET}, "SLACK_CHANNEL", "required"),
@@ -138,6 +142,7 @@ def test_defaults() -> None:
     assert policy.forecast_horizon == timedelta(days=3)
     assert policy.resolve_margin_pct == 10
     assert policy.failures_before_alert == 3
+    assert (policy.drop_percent, policy.burn_factor) == (30, 5)
     assert settings.global_thresholds()[QuotaType.MARKET] == Threshold(1000, 100)
 
 
@@ -145,6 +150,11 @@ def test_zero_disables_repeat_and_forecast() -> None:
     policy = load(ALERT_REPEAT_INTERVAL="0", ALERT_FORECAST_HORIZON="0").policy()
     assert policy.repeat_interval is None
     assert policy.forecast_horizon is None
+
+
+def test_zero_disables_sudden_drops_and_burn_alerts() -> None:
+    policy = load(ALERT_DROP_PERCENT="0", ALERT_BURN_FACTOR="0").policy()
+    assert (policy.drop_percent, policy.burn_factor) == (0, 0)
 
 
 def test_scopes_and_per_app_overrides() -> None:
