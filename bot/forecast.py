@@ -52,14 +52,15 @@ import json
 import math
 import statistics
 from array import array
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from bot.quota import QuotaType
 
 Point = tuple[datetime, int]
+T = TypeVar("T")
 
 # A line needs two points; four keep one odd reading from setting the slope on its own, and at
 # the default 5-minute poll they are only 15 minutes of history.
@@ -132,23 +133,34 @@ Forecasts = dict[str, dict[QuotaType, Forecast]]
 
 
 def encode_forecasts(forecasts: Mapping[str, Mapping[QuotaType, Forecast]]) -> str:
-    return json.dumps(
-        {s: {t.value: f.to_json() for t, f in fs.items()} for s, fs in forecasts.items()},
-        separators=(",", ":"),
-    )
+    return _encode_by_scope(forecasts)
 
 
 def decode_forecasts(raw: str | None) -> Forecasts:
     """The stored forecasts; nothing (rather than an error) when absent or unreadable."""
+    return _decode_by_scope(raw, Forecast.from_json)
+
+
+class _Json(Protocol):
+    def to_json(self) -> dict[str, Any]: ...
+
+
+def _encode_by_scope(values: Mapping[str, Mapping[QuotaType, _Json]]) -> str:
+    return json.dumps(
+        {s: {t.value: v.to_json() for t, v in vs.items()} for s, vs in values.items()},
+        separators=(",", ":"),
+    )
+
+
+def _decode_by_scope(
+    raw: str | None, from_json: Callable[[Mapping[str, Any]], T]
+) -> dict[str, dict[QuotaType, T]]:
     if not raw:
         return {}
     try:
         data = json.loads(raw)
-        return {
-            s: {QuotaType(t): Forecast.from_json(f) for t, f in fs.items()}
-            for s, fs in data.items()
-        }
-    except (ValueError, KeyError, TypeError):
+        return {s: {QuotaType(t): from_json(v) for t, v in vs.items()} for s, vs in data.items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
         return {}
 
 
@@ -632,23 +644,12 @@ Burns = dict[str, dict[QuotaType, Burn]]
 
 
 def encode_burns(burns: Mapping[str, Mapping[QuotaType, Burn]]) -> str:
-    return json.dumps(
-        {s: {t.value: b.to_json() for t, b in bs.items()} for s, bs in burns.items()},
-        separators=(",", ":"),
-    )
+    return _encode_by_scope(burns)
 
 
 def decode_burns(raw: str | None) -> Burns:
     """The stored burn figures; nothing (rather than an error) when absent or unreadable."""
-    if not raw:
-        return {}
-    try:
-        data = json.loads(raw)
-        return {
-            s: {QuotaType(t): Burn.from_json(b) for t, b in bs.items()} for s, bs in data.items()
-        }
-    except (ValueError, KeyError, TypeError):
-        return {}
+    return _decode_by_scope(raw, Burn.from_json)
 
 
 def burn_of(state: SeriesState | None) -> Burn | None:

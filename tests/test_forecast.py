@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
-from builders import NOW, Points, drain, history
+from builders import NOW, Points, Q, drain, history
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -535,3 +535,16 @@ def test_advancing_reading_by_reading_equals_rebuilding_and_changes_nothing_give
         assert state == before  # the state given is left as it was
         state = after
     assert state == forecasting.rebuild(ordered)
+
+
+@pytest.mark.parametrize(
+    "raw", [None, "", "not json", '{"shop": 1}', '{"shop": {"sms": {}}}', "[1]"]
+)
+def test_unreadable_shared_figures_read_as_none(raw: str | None) -> None:
+    assert forecasting.decode_burns(raw) == {}
+    assert forecasting.decode_forecasts(raw) == {}
+
+
+def test_shared_figures_round_trip() -> None:
+    burns = {"shop": {Q.INDUSTRY: forecasting.Burn(last_hour=900.0, usual=100.0)}}
+    assert forecasting.decode_burns(forecasting.encode_burns(burns)) == burns
