@@ -112,7 +112,7 @@ ZH_CN = Lang(
     running_out_above="{value}，仍高于{level}线 {n}",
     at_level="{value}，级别：{level}",
     below_level="{value}，低于{level}线 {n}",
-    per_hour="{n}/小时",
+    per_hour="{n} 条/小时",
     dropped="{period}内减少 {amount}（{percent}%），{value}",
     drop_hint_account="如果没有把额度分配给应用，请检查是否被滥用",
     drop_hint_app="如果没有群发短信，请检查是否被滥用",
@@ -120,7 +120,7 @@ ZH_CN = Lang(
     burn_hint="请检查是否有短信轰炸（虚假验证码流量）",
     burn_back="最近一小时消耗回落到 {now}（平常 {usual}）",
     burn_notable="最近一小时 {now}，是平常 {usual} 的 {factor} 倍",
-    pool_advice="账户额度池还有 {n} 条 {type} 可在极光控制台分配给 {scope}",
+    pool_advice="账户额度池还有 {n} 条{type}额度，可在极光控制台分配给 {scope}",
     usage_title="用法",
     usage_lines=(
         "`/sms-balance` 或 `/sms-balance all`：所有范围的余量、级别和预计用完时间",
