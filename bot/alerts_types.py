@@ -178,8 +178,10 @@ class ScopeHealth:
 
 # --- incidents: one live Slack conversation per scope (decided by bot.incidents) ------------
 
-# Events that close a condition; every other kind opens or restates one.
+# Events that close a condition; every other kind opens or restates one, except the
+# informational ones, which are told once and leave nothing open.
 CLOSING_EVENTS = frozenset({EventKind.RESOLVED, EventKind.FETCH_RECOVERED})
+INFORMATIONAL_EVENTS = frozenset({EventKind.SUDDEN_DROP})
 
 
 class OpKind(StrEnum):

@@ -22,6 +22,7 @@ from datetime import datetime
 
 from bot.alerts_types import (
     CLOSING_EVENTS,
+    INFORMATIONAL_EVENTS,
     Ack,
     Event,
     EventKind,
@@ -121,7 +122,8 @@ def step(
             continue
         updated, scope_replies, scope_quiet = _advance(current, scope_events, now, ids)
         quiet.extend(scope_quiet)
-        if updated == current:
+        if updated == current and not scope_replies:
+            # (An informational event changes nothing open, yet is still said in the thread.)
             continue
         replies.setdefault(current.root_id, []).extend(scope_replies)
         if updated.closed_at is None:
@@ -200,6 +202,8 @@ def _open(
 
 
 def _apply(alerts: dict[str, Event], event: Event) -> None:
+    if event.kind in INFORMATIONAL_EVENTS:
+        return
     if event.kind in _CLOSING:
         alerts.pop(event.key, None)
     else:
@@ -256,7 +260,9 @@ def _escalates(event: Event, before: Mapping[str, Event]) -> bool:
     """Clears an acknowledgement: warning to critical, or another condition of the scope."""
     if event.kind is EventKind.ESCALATED:
         return True
-    if event.kind in _CLOSING or event.kind is EventKind.REPEATED:
+    if event.kind in _CLOSING or event.kind in INFORMATIONAL_EVENTS:
+        return False
+    if event.kind is EventKind.REPEATED:
         return False
     return event.key not in before
 

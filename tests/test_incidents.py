@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,6 +15,7 @@ from bot import incidents
 from bot.alerts import Policy
 from bot.alerts import step as alerts_step
 from bot.alerts_types import AlertBook, AlertKind, Event, EventKind
+from bot.forecast import Burn, Drop
 from bot.incidents import (
     IncidentBook,
     IncidentPolicy,
@@ -74,6 +75,25 @@ VOICE_W = ev(EventKind.FIRED, quota_type=V)
 VOICE_RESOLVED = ev(EventKind.RESOLVED, quota_type=V, value=5000)
 FAILING = ev(EventKind.FETCH_FAILING)
 RECOVERED = ev(EventKind.FETCH_RECOVERED)
+DROP = Event(
+    kind=EventKind.SUDDEN_DROP,
+    scope="account",
+    at=T0,
+    quota_type=B,
+    value=40_000,
+    drop=Drop(amount=60_000, percent=60.0, seconds=300.0),
+)
+BURNING = Event(
+    kind=EventKind.BURNING_FAST,
+    scope="account",
+    at=T0,
+    quota_type=B,
+    level=Level.WARNING,
+    value=40_000,
+    alert=AlertKind.BURN,
+    burn=Burn(last_hour=6_000.0, usual=100.0),
+)
+BURN_RESOLVED = replace(BURNING, kind=EventKind.RESOLVED, level=None)
 
 
 def sig(op: Op) -> str:
@@ -227,6 +247,27 @@ CASES: dict[str, tuple[list[tuple[str, object, float]], list[list[str]], set[str
             ("events", [], 61),
         ],
         [["root"], ["update", "reply+snooze"], ["update", "reply+unsnooze"], []],
+        {"account"},
+    ),
+    "a sudden drop alone: a root closed at once": ([("events", [DROP], 0)], [["root"]], set()),
+    "a sudden drop in an open incident is a reply and leaves nothing open": (
+        [("events", [FIRED_W], 0), ("events", [DROP], 5), ("events", [RESOLVED], 9)],
+        [["root"], ["update", "reply"], ["update", "reply", "reply+resolved"]],
+        set(),
+    ),
+    "a sudden drop does not clear an ack": (
+        [
+            ("events", [FIRED_W], 0),
+            ("act", ACK, 1),
+            ("events", [DROP], 5),
+            ("events", [REPEATED], 9),
+        ],
+        [["root"], ["update", "reply+ack"], ["update", "reply"], ["update"]],
+        {"account"},
+    ),
+    "burning fast beside a low balance: resolving it keeps the incident open": (
+        [("events", [FIRED_W, BURNING], 0), ("events", [BURN_RESOLVED], 5)],
+        [["root"], ["update", "reply"]],
         {"account"},
     ),
     "closing events with nothing open: a closed root": (

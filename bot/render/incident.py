@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from bot.alerts_types import Event, Incident, Notice, NoticeKind, Op, OpKind
+from bot.alerts_types import INFORMATIONAL_EVENTS, Event, Incident, Notice, NoticeKind, Op, OpKind
 from bot.quota import Level
 from bot.render.alert import SlackMessage, event_line, group_events
 from bot.render.format import (
@@ -31,6 +31,7 @@ from bot.render.format import (
     scope_title,
     section_block,
 )
+from bot.render.tones import TONES, tone_of
 
 ACTION_BLOCK_PREFIX = "incident:"
 SNOOZE_VALUES = ("1h", "24h", "7d")
@@ -90,6 +91,10 @@ def _title(views: Sequence[Incident], loc: Locale) -> str:
     open_views = [v for v in views if v.closed_at is None]
     one = len(views) == 1
     scope = views[0].scope
+    if one and _only_tells(views[0]):
+        tone = tone_of(next(iter(views[0].alerts.values())))
+        words = lang.incident_title_notice.format(scope=scope, what=lang.tone_header[tone])
+        return f"{TONES[tone].header_emoji} {words}"
     if not open_views:
         words = (
             lang.incident_title_resolved.format(scope=scope)
@@ -114,7 +119,7 @@ def _title(views: Sequence[Incident], loc: Locale) -> str:
 
 def _plain_state(incident: Incident, now: datetime, loc: Locale) -> str:
     """`shop [WARNING] industry (transactional): 500 left, below warning 1,000 · …`."""
-    if incident.closed_at is not None:
+    if incident.closed_at is not None and not _only_tells(incident):
         return f"{incident.scope}: {loc.lang.incident_all_clear}"
     events = _current(incident)
     return "; ".join(f"{incident.scope} {event_line(e, now, loc, PLAIN)}" for e in events)
@@ -129,6 +134,15 @@ def _incident_blocks(incident: Incident, now: datetime, loc: Locale) -> list[dic
     if incident.closed_at is None:
         blocks.append(_actions(incident, loc))
     return blocks
+
+
+def _only_tells(incident: Incident) -> bool:
+    """A root that only tells something (a sudden drop) and opened nothing."""
+    return (
+        incident.closed_at is not None
+        and bool(incident.alerts)
+        and all(e.kind in INFORMATIONAL_EVENTS for e in incident.alerts.values())
+    )
 
 
 def _current(incident: Incident) -> list[Event]:

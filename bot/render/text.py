@@ -129,6 +129,7 @@ class Lang:
     incident_title_low: str  # {scope}
     incident_title_critical: str  # {scope}
     incident_title_resolved: str  # {scope}
+    incident_title_notice: str  # {scope} {what}: a root that only tells (a sudden drop)
     incidents_title_low: str  # {n}: a summary root for several new incidents
     incidents_title_critical: str  # {n}
     incidents_title_resolved: str  # {n}

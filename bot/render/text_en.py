@@ -153,6 +153,7 @@ EN = Lang(
     incident_title_low="{scope}: SMS quota low",
     incident_title_critical="{scope}: SMS quota critical",
     incident_title_resolved="{scope}: resolved, SMS quota back to normal",
+    incident_title_notice="{scope}: {what}",
     incidents_title_low="SMS quota low in {n} scopes",
     incidents_title_critical="SMS quota critical in {n} scopes",
     incidents_title_resolved="{n} scopes back to normal",

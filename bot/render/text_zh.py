@@ -163,6 +163,7 @@ ZH_CN = Lang(
     incident_title_low="{scope}：短信余量偏低",
     incident_title_critical="{scope}：短信余量告急",
     incident_title_resolved="{scope}：已恢复，短信余量正常",
+    incident_title_notice="{scope}：{what}",
     incidents_title_low="{n} 个范围短信余量偏低",
     incidents_title_critical="{n} 个范围短信余量告急",
     incidents_title_resolved="{n} 个范围已恢复正常",
