@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.alerts_types import AlertKind, Event, EventKind
-from bot.forecast import Forecast
+from bot.forecast import Burn, Drop, Forecast
 from bot.quota import FetchError, Level, QuotaType
 from bot.render.alert import render_alert, render_alert_console
 from bot.render.format import (
@@ -444,6 +444,11 @@ def events_strategy(draw: st.DrawFn) -> Event:
         ),
         error=draw(st.none() | st.builds(FetchError, st.none() | st.integers(), st.text())),
         opened_at=draw(st.none() | st.just(NOW - timedelta(hours=3))),
+        drop=draw(
+            st.none() | st.builds(Drop, st.integers(0, 10**9), st.floats(0, 100), st.floats(0, 1e8))
+        ),
+        burn=draw(st.none() | st.builds(Burn, st.floats(0, 1e9), st.floats(1e-3, 1e9))),
+        pool=draw(st.none() | st.integers(0, 10**9)),
     )
 
 

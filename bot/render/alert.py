@@ -119,16 +119,20 @@ def _quota_detail(event: Event, loc: Locale) -> str:
 
 def _drop_detail(event: Event, loc: Locale) -> str:
     """`dropped 60,000 (60 %) in 5 minutes, 40,000 left — if no quota was moved to an app…`"""
-    assert event.drop is not None
     lang = loc.lang
+    value = (
+        lang.left.format(n=fmt_int(event.value, loc))
+        if event.value is not None
+        else lang.value_unknown
+    )
     drop = event.drop
+    if drop is None:
+        return value
     text = lang.dropped.format(
         amount=fmt_int(drop.amount, loc),
         percent=fmt_int(round(drop.percent), loc),
         period=duration_words(drop.seconds, loc),
-        value=lang.left.format(n=fmt_int(event.value, loc))
-        if event.value is not None
-        else lang.value_unknown,
+        value=value,
     )
     hint = lang.drop_hint_account if event.scope == ACCOUNT_SCOPE else lang.drop_hint_app
     return lang.with_hint.format(text=text, hint=hint)
