@@ -46,8 +46,8 @@ BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 60.0
 CLOSE_TIMEOUT_S = 5.0
 
-# (text, response_url) -> the JSON body the HTTP route answers with.
-SlashHandler = Callable[[str, str | None], Awaitable[bytes]]
+# (text, response_url, user_id) -> the JSON body the HTTP route answers with.
+SlashHandler = Callable[[str, str | None, str | None], Awaitable[bytes]]
 # An interactivity payload -> the JSON body the HTTP route answers with (None: empty 200).
 InteractionHandler = Callable[[dict[str, Any]], Awaitable[bytes | None]]
 
@@ -238,9 +238,12 @@ class SocketMode:
         if request.type == "slash_commands":
             text = payload.get("text")
             response_url = payload.get("response_url")
+            user_id = payload.get("user_id")
             return await self._slash(
                 text if isinstance(text, str) else "",
                 response_url if isinstance(response_url, str) and response_url else None,
+                # Who acknowledged or snoozed; checked where it is used.
+                user_id if isinstance(user_id, str) else None,
             )
         if request.type == "interactive":
             return await self._interactions(payload)

@@ -14,10 +14,11 @@ import pytest
 from botproc import BotProcess, free_port, post_slash, run_cli, wait_until
 from fake_slack import FakeSlack
 from fake_socket_slack import FakeSocketSlack
+from slack_sdk.socket_mode.request import SocketModeRequest
 from world import APP_KEY, APP_SECRET, DEV_KEY, DEV_SECRET, healthy_simulator
 
 from bot.simulator import JPushSimulator
-from bot.socket_mode import BACKOFF_CAP_S, ack_message, is_refusal, reconnect_delay
+from bot.socket_mode import BACKOFF_CAP_S, SocketMode, ack_message, is_refusal, reconnect_delay
 
 SIGNING_SECRET = "socket-test-signing-secret"
 APP_TOKEN = "xapp-1-A1-good"
@@ -360,3 +361,18 @@ def test_socket_manifest_has_no_request_urls_and_matches_the_http_one() -> None:
     http_interactivity = http["settings"].get("interactivity")
     if http_interactivity is not None:
         assert http_interactivity["request_url"].endswith("/slack/interactions")
+
+
+async def test_slash_envelope_passes_the_user_on() -> None:
+    seen: list[tuple[str, str | None, str | None]] = []
+
+    async def slash(text: str, response_url: str | None, user_id: str | None) -> bytes:
+        seen.append((text, response_url, user_id))
+        return b"{}"
+
+    socket = SocketMode("xapp-1-A1-x", "http://127.0.0.1:9/api/", slash=slash)
+    request = SocketModeRequest(
+        type="slash_commands", envelope_id="e1", payload=slash_payload("ack shop")
+    )
+    assert await socket._answer(request) == b"{}"
+    assert seen == [("ack shop", None, "U1")]
