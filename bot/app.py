@@ -19,6 +19,7 @@ from datetime import UTC
 
 from aiohttp import web
 
+from bot.chat_notify import make_chat_destinations
 from bot.clock import Clock, Monotonic, utcnow
 from bot.delivery import DEFAULT_BACKOFF_CAP, Deliverer
 from bot.digest import DigestPolicy, parse_time_of_day
@@ -101,7 +102,9 @@ def build_services(
 
     `notifier` serves the primary destination (Slack or the terminal); `destinations` are
     the others by name (team chats), each with its own queue and delivery loop."""
-    destinations = dict(destinations or {})
+    if destinations is None:
+        destinations = {d.name: d for d in make_chat_destinations(settings, settings.locale())}
+    destinations = dict(destinations)
     scopes = settings.require_scopes()
     holder = holder or new_holder()
     metrics = Metrics()

@@ -188,14 +188,17 @@ async def check_and_notify(
     )
     try:
         result = await services.monitor.cycle()
-        deliverer = services.deliverer
-        await deliverer.deliver_pending()
-        if deliverer.status.queued:
-            log.warning(
-                "%d alert message(s) still queued (%s); the next run retries",
-                deliverer.status.queued,
-                deliverer.status.problem,
-            )
+        # Every destination in turn; one that fails does not keep the others from trying.
+        for deliverer in services.worker.deliverers:
+            await deliverer.deliver_pending()
+            status = deliverer.status
+            if status.queued:
+                log.warning(
+                    "%d alert message(s) for %s still queued (%s); the next run retries",
+                    status.queued,
+                    deliverer.destination,
+                    status.problem or "rate limit",
+                )
     finally:
         await services.close()
     return result.readings, result.forecasts, result.burns

@@ -14,10 +14,11 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Protocol, runtime_checkable
 
 from bot.alerts_types import OpKind
 from bot.clock import Clock
-from bot.errors import DeliveryRefused, DeliveryRetryable, StoreError
+from bot.errors import DeliveryPaced, DeliveryRefused, DeliveryRetryable, StoreError
 from bot.metrics import Metrics
 from bot.notify import SEND_TIMEOUT, EventSender, Notifier, SlackWebNotifier
 from bot.render.alert import SlackMessage, render_alert, render_alert_console
@@ -47,11 +48,22 @@ class DeliveryStatus:
     # False when a message whose answer was lost may be posted twice: no look-up is possible
     # (webhooks and the terminal, or the Web API without the history scopes).
     exactly_once: bool = False
+    target: str | None = None  # where it goes, credentials masked (team chats' webhook URLs)
 
     @property
     def state(self) -> str:
         """`ok`, `failing` (a passing outage) or `refused` (a configuration error)."""
         return "refused" if self.refused else ("failing" if self.problem else "ok")
+
+
+@runtime_checkable
+class Paced(Protocol):
+    """A destination with a rate limit of its own: how long until it takes the next message."""
+
+    def seconds_until_ready(self) -> float: ...
+
+    @property
+    def display_url(self) -> str: ...
 
 
 def backoff(attempts: int, cap: timedelta, rand: Callable[[], float] = random.random) -> timedelta:
@@ -110,6 +122,11 @@ class Deliverer:
         messages = await self._store.pending_messages(limit=BATCH, destination=self.destination)
         for message in messages:
             now = self._clock()
+            if isinstance(self._notifier, Paced) and self._notifier.seconds_until_ready() > 0:
+                # Its rate limit has no slot yet: come back when it has, nothing claimed.
+                wait = self._notifier.seconds_until_ready()
+                self._not_before = now + timedelta(seconds=wait)
+                break
             if not await self._store.claim_message(message.id, self._holder, now + CLAIM_TTL, now):
                 # Another replica is sending it; keep order by not overtaking it.
                 break
@@ -130,7 +147,8 @@ class Deliverer:
 
     @property
     def status(self) -> DeliveryStatus:
-        return replace(self._status, exactly_once=self.exactly_once)
+        target = self._notifier.display_url if isinstance(self._notifier, Paced) else None
+        return replace(self._status, exactly_once=self.exactly_once, target=target)
 
     @property
     def exactly_once(self) -> bool:
@@ -178,6 +196,10 @@ class Deliverer:
         events = list(message.events)
         try:
             receipt = await self._transmit(message)
+        except DeliveryPaced as exc:
+            # Our own pacing said "not yet": nothing was sent, so nothing failed.
+            self._not_before = self._clock() + timedelta(seconds=exc.retry_after or 1.0)
+            return False
         except DeliveryRetryable as exc:
             if exc.retry_after is not None:
                 delay = timedelta(seconds=exc.retry_after)
@@ -191,11 +213,15 @@ class Deliverer:
             return False
         except DeliveryRefused as exc:
             await self._failed(message, str(exc), REFUSED_RETRY, refused=True)
-            log.error(
-                "configuration error: Slack refused the alert (%s); it stays queued."
-                " Check SLACK_BOT_TOKEN / SLACK_CHANNEL / SLACK_WEBHOOK_URL.",
-                exc.reason,
-            )
+            if self.destination == PRIMARY:
+                log.error(
+                    "configuration error: Slack refused the alert (%s); it stays queued."
+                    " Check SLACK_BOT_TOKEN / SLACK_CHANNEL / SLACK_WEBHOOK_URL.",
+                    exc.reason,
+                )
+            else:
+                # The message names the robot, the reason and the settings to check.
+                log.error("configuration error: %s; the alert stays queued.", exc)
             return False
         root_id = receipt.root_id
         if root_id is None and message.op is not None and message.op.kind is OpKind.ROOT:

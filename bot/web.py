@@ -103,7 +103,7 @@ async def healthz(request: web.Request) -> web.Response:
             # scopes (or with a webhook) a lost answer can mean a second post.
             "guarantee": "exactly-once" if delivery.exactly_once else "at-least-once",
             "destinations": {
-                name: {"status": d.state, "error": d.problem, "queued": d.queued}
+                name: {"status": d.state, "error": d.problem, "queued": d.queued, "url": d.target}
                 for name, d in sorted(health.destinations.items())
             },
         },

@@ -115,6 +115,11 @@ class Worker:
             ),
         ]
 
+    @property
+    def deliverers(self) -> list[Deliverer]:
+        """Every destination's, the primary first."""
+        return list(self._deliverers)
+
     def stop(self) -> None:
         self._stop.set()
         self.wake_delivery()
