@@ -33,8 +33,13 @@ Control API (JSON in, JSON out), for scripting an out-of-process bot. It is not 
                            {"key", "secret", "kind": "account"|"app", "balances": {..},
                             "drain_per_hour"?, "latency"?, "not_assigned"?, "sms_disabled"?,
                             "name"?}
+    POST /_sim/callback    {"key": K, "url": "http://.../jpush/callback" | null,
+                            "retry_delays"?: [180, 3600, 43200]}
+                           (delivery reports for that app, see bot/sim_callbacks.py)
+    POST /_sim/send        {"key": K, "type"?: "industry", "n"?: 1} -> {"statuses": [4001, ..]}
+                           (n simulated sends, each spending one unit or failing with 4005)
     GET  /_sim/stats       {"requests", "requests_by_key", "in_flight", "max_in_flight",
-                            "balances": {key: {type: value}}}
+                            "balances": {key: {type: value}}, "callbacks": {..}}
     POST /_sim/reset_stats
 """
 
@@ -44,18 +49,28 @@ import asyncio
 import base64
 import binascii
 import collections
+import contextlib
 import json
 import math
 import shlex
 import socket
 import struct
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+
+from bot.delivery_reports import QUOTA_EXHAUSTED
+from bot.sim_callbacks import (
+    MAX_REPORTS_PER_TICK,
+    TICK,
+    CallbackPoster,
+    send_outcomes,
+    sign_report,
+)
 
 QUOTA_FIELDS: tuple[str, ...] = ("balance", "voice", "industry", "market")
 
@@ -127,10 +142,19 @@ class _Drain:
 
 class JPushSimulator:
     def __init__(
-        self, *, rate_limit: float | None = None, clock: Callable[[], float] = time.monotonic
+        self,
+        *,
+        rate_limit: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.rate_limit = rate_limit
         self._clock = clock
+        self.callbacks = CallbackPoster(wall_clock=wall_clock)
+        self._callback_urls: dict[str, str] = {}
+        # Units drained past zero already reported as 4005, per (key, type).
+        self._reported_past_zero: dict[tuple[str, str], int] = {}
+        self._ticker: asyncio.Task[None] | None = None
         self._scopes: dict[str, SimScope] = {}
         self._drains: dict[str, dict[str, _Drain]] = {}
         self._failures: list[_Failure] = []
@@ -157,6 +181,70 @@ class JPushSimulator:
         _check_type(quota_type)
         scope.balances[quota_type] = value
         self._drains[key][quota_type] = _Drain(value, self._clock())
+        self._reported_past_zero.pop((key, quota_type), None)
+
+    def set_callback(
+        self, key: str, url: str | None, *, retry_delays: Sequence[float] | None = None
+    ) -> None:
+        """Post the app's delivery reports to `url` (None: stop reporting)."""
+        if self._scope(key).kind != "app":
+            raise ValueError("delivery reports are configured per app")
+        if url is None:
+            self._callback_urls.pop(key, None)
+        else:
+            self._callback_urls[key] = url
+        if retry_delays is not None:
+            self.callbacks.retry_delays = tuple(float(d) for d in retry_delays)
+
+    def send(self, key: str, quota_type: str = "industry", n: int = 1) -> list[int]:
+        """`n` simulated sends: each spends one unit (4001) or fails for lack of quota (4005);
+        each is reported to the app's callback address, if one is set."""
+        scope = self._scope(key)
+        _check_type(quota_type)
+        statuses, spent = send_outcomes(self.current_balance(key, quota_type), n)
+        drain = self._drains[key][quota_type]
+        if spent and drain.start_value is not None:
+            drain.start_value -= spent
+            scope.balances[quota_type] = drain.start_value
+        for status in statuses:
+            self._report(key, status)
+        return statuses
+
+    def _report(self, key: str, status: int) -> None:
+        url = self._callback_urls.get(key)
+        if url is None:
+            return
+        scope = self._scopes[key]
+        self.callbacks.post(
+            url, sign_report(scope.key, scope.secret, status, now_ms=self.callbacks.now_ms())
+        )
+
+    def report_drain(self) -> int:
+        """Report 4005 for every unit drained past zero since the last call; returns how many."""
+        reported = 0
+        for key in self._callback_urls:
+            scope = self._scopes[key]
+            for quota_type, rate in scope.drain_per_hour.items():
+                drain = self._drains[key][quota_type]
+                if drain.start_value is None or rate <= 0:
+                    continue
+                hours = (self._clock() - drain.started_at) / 3600.0
+                past_zero = max(0, math.floor(rate * hours) - drain.start_value)
+                new = past_zero - self._reported_past_zero.get((key, quota_type), 0)
+                if new <= 0:
+                    continue
+                self._reported_past_zero[(key, quota_type)] = past_zero
+                posted = min(new, MAX_REPORTS_PER_TICK)
+                self.callbacks.stats.dropped += new - posted
+                for _ in range(posted):
+                    self._report(key, QUOTA_EXHAUSTED)
+                reported += posted
+        return reported
+
+    async def _tick_reports(self) -> None:
+        while True:
+            await asyncio.sleep(TICK)
+            self.report_drain()
 
     def set_latency(self, key: str | None, seconds: float) -> None:
         if key is None:
@@ -248,6 +336,8 @@ class JPushSimulator:
         app.router.add_post("/_sim/scopes", self._ctl_scopes)
         app.router.add_get("/_sim/stats", self._ctl_stats)
         app.router.add_post("/_sim/reset_stats", self._ctl_reset_stats)
+        app.router.add_post("/_sim/callback", self._ctl_callback)
+        app.router.add_post("/_sim/send", self._ctl_send)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -263,6 +353,7 @@ class JPushSimulator:
         site = web.TCPSite(runner, host, port)
         await site.start()
         self._runner = runner
+        self._ticker = asyncio.create_task(self._tick_reports(), name="sim-reports")
         bound_port = runner.addresses[0][1]
         url_host = "127.0.0.1" if host in ("", "0.0.0.0") else host
         if ":" in url_host:
@@ -271,6 +362,12 @@ class JPushSimulator:
         return self.base_url
 
     async def stop(self) -> None:
+        if self._ticker is not None:
+            ticker, self._ticker = self._ticker, None
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+        await self.callbacks.close()
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
@@ -418,8 +515,28 @@ class JPushSimulator:
                     key: {t: self.current_balance(key, t) for t in QUOTA_FIELDS}
                     for key in self._scopes
                 },
+                "callbacks": self.callbacks.stats.to_json(),
             }
         )
+
+    async def _ctl_callback(self, request: web.Request) -> web.Response:
+        data = await _json_object(request)
+        url = data.get("url")
+        delays = data.get("retry_delays")
+        self.set_callback(
+            str(data["key"]),
+            None if url is None else str(url),
+            retry_delays=None if delays is None else [float(d) for d in delays],
+        )
+        return web.json_response({"ok": True})
+
+    async def _ctl_send(self, request: web.Request) -> web.Response:
+        data = await _json_object(request)
+        n = int(data.get("n", 1))
+        if not 0 <= n <= 10_000:
+            raise ValueError("n must be between 0 and 10000")
+        statuses = self.send(str(data["key"]), str(data.get("type", "industry")), n)
+        return web.json_response({"ok": True, "statuses": statuses})
 
     async def _ctl_reset_stats(self, request: web.Request) -> web.Response:
         self.reset_stats()
