@@ -35,6 +35,7 @@ from bot.alerts_types import (
 from bot.anomalies import Signals, account_pool, step_burn, sudden_drop, with_pool_advice
 from bot.forecast import Forecast
 from bot.quota import QUOTA_TYPES, Level, QuotaType, ScopeReading, Threshold, Thresholds, level_for
+from bot.report_alerts import expire, report_keys, resolve_by_reading
 
 _DISABLED = Threshold(0, 0)
 _ALERTING = (Level.WARNING, Level.CRITICAL)
@@ -74,6 +75,7 @@ def step(
         for t in QUOTA_TYPES
         for kind in (None, AlertKind.BURN)
     }
+    configured |= report_keys(thresholds)
     signals = signals or {}
     pool = account_pool(readings)
     alerts = {key: alert for key, alert in book.alerts.items() if key in configured}
@@ -104,11 +106,14 @@ def step(
                 _store(alerts, key, outcome.alert)
                 events.extend(with_pool_advice(outcome.events, reading.kind, threshold, pool))
                 events.extend(_step_signals(scope, quota_type, value, signals, alerts, now, policy))
+            events.extend(resolve_by_reading(alerts, reading, thresholds[scope], now))
         new_health, fetch_events = _step_health(
             scope, health.get(scope, ScopeHealth()), reading, now, policy
         )
         health[scope] = new_health
         events.extend(fetch_events)
+    # Delivery-report alerts that expire with time (rate limiting) close at the next poll too.
+    events.extend(expire(alerts, thresholds, now))
     # Incidents ride along untouched: bot.incidents advances them from these events.
     return replace(book, alerts=alerts, health=health), events
 

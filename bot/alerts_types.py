@@ -31,6 +31,9 @@ class AlertKind(StrEnum):
     THRESHOLD = "threshold"  # below warning / critical
     RUNNING_OUT = "running_out"  # projected empty within the forecast horizon
     BURN = "burn"  # burning faster than usual; open beside the type's other alert
+    # From JPush delivery reports (see bot.report_alerts): per app, not per quota type.
+    SENDS_FAILING = "sends_failing"  # status 4005, quota exhausted
+    RATE_LIMITED = "rate_limited"  # status 4006, rate exceeded
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,8 @@ class Event:
         if self.kind is EventKind.SUDDEN_DROP:
             # Nothing stays open for a drop: its key names no alert of the book.
             return f"{alert_key(self.scope, self.quota_type)}/drop"
+        if self.alert in REPORT_ALERTS:
+            return report_alert_key(self.scope, self.alert)
         return alert_key(self.scope, self.quota_type, self.alert)
 
     def to_json(self) -> dict[str, Any]:
@@ -109,6 +114,14 @@ def alert_key(scope: str, quota_type: QuotaType | None, alert: AlertKind | None 
     return f"{key}/burn" if alert is AlertKind.BURN else key
 
 
+REPORT_ALERTS = frozenset({AlertKind.SENDS_FAILING, AlertKind.RATE_LIMITED})
+
+
+def report_alert_key(scope: str, alert: AlertKind) -> str:
+    """`scope/sends_failing`, `scope/rate_limited`: never a quota type's name."""
+    return f"{scope}/{alert.value}"
+
+
 @dataclass(frozen=True, slots=True)
 class OpenAlert:
     """An open condition on one (scope, type): at most one at a time, at its worst level."""
@@ -121,9 +134,11 @@ class OpenAlert:
     # A message about it sits in the outbox; no repeat is due until it is delivered.
     pending: bool = True
     value: int | None = None
+    # Delivery-report alerts: when a report last confirmed the condition.
+    last_seen: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "alert": self.alert.value,
             "level": self.level.value,
             "opened_at": _ts(self.opened_at),
@@ -131,6 +146,9 @@ class OpenAlert:
             "pending": self.pending,
             "value": self.value,
         }
+        if self.last_seen is not None:
+            data["last_seen"] = _ts(self.last_seen)
+        return data
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> OpenAlert:
@@ -141,6 +159,7 @@ class OpenAlert:
             announced_at=_dt(d["announced_at"]),
             pending=bool(d["pending"]),
             value=d.get("value"),
+            last_seen=_dt(d["last_seen"]) if d.get("last_seen") else None,
         )
 
 
