@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from bot.alerts_types import REPORT_ALERTS, AlertKind, Event, EventKind, OpenAlert, Policy
+from bot.alerts_types import REPORT_ALERTS, AlertKind, Event, EventKind, OpenAlert
 from bot.alerts_types import report_alert_key as key_of
 from bot.delivery_reports import DELIVERED, QUOTA_EXHAUSTED, RATE_EXCEEDED, DeliveryReport
 from bot.quota import QUOTA_TYPES, Level, ScopeKind, ScopeReading, Thresholds, level_for
@@ -44,7 +44,7 @@ def step_reports(
     reports: Sequence[DeliveryReport],
     apps: Iterable[str],
     now: datetime,
-    policy: Policy,
+    repeat_interval: timedelta | None,
 ) -> tuple[dict[str, OpenAlert], list[Event]]:
     """Apply verified reports (of the configured `apps` only), then expire quiet alerts."""
     known = set(apps)
@@ -54,7 +54,7 @@ def step_reports(
         if report.scope not in known or report.status is None:
             continue
         if report.status in _OPENS:
-            events.extend(_confirm(result, report.scope, report.status, now, policy))
+            events.extend(_confirm(result, report.scope, report.status, now, repeat_interval))
         elif report.status == DELIVERED:
             events.extend(_delivered(result, report.scope, now))
     events.extend(expire(result, known, now))
@@ -102,7 +102,11 @@ def resolve_by_reading(
 
 
 def _confirm(
-    alerts: dict[str, OpenAlert], scope: str, status: int, now: datetime, policy: Policy
+    alerts: dict[str, OpenAlert],
+    scope: str,
+    status: int,
+    now: datetime,
+    repeat_interval: timedelta | None,
 ) -> list[Event]:
     kind, level = _OPENS[status]
     key = key_of(scope, kind)
@@ -113,7 +117,7 @@ def _confirm(
         )
         alerts[key] = opened
         return [_event(EventKind.FIRED, scope, opened, now)]
-    if _repeat_due(alert, now, policy):
+    if _repeat_due(alert, now, repeat_interval):
         repeated = replace(alert, announced_at=now, pending=True, last_seen=now)
         alerts[key] = repeated
         return [_event(EventKind.REPEATED, scope, repeated, now)]
@@ -134,10 +138,11 @@ def _quiet(alert: OpenAlert, now: datetime) -> bool:
     return now - (alert.last_seen or alert.opened_at) >= QUIET
 
 
-def _repeat_due(alert: OpenAlert, now: datetime, policy: Policy) -> bool:
-    if policy.repeat_interval is None or alert.pending:
+def _repeat_due(alert: OpenAlert, now: datetime, repeat_interval: timedelta | None) -> bool:
+    # Repeats count from the last delivered message; none is due while one is still queued.
+    if repeat_interval is None or alert.pending:
         return False
-    return now - alert.announced_at >= policy.repeat_interval
+    return bool(now - alert.announced_at >= repeat_interval)
 
 
 def _event(kind: EventKind, scope: str, alert: OpenAlert, now: datetime) -> Event:

@@ -8,14 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.alerts import step
-from bot.alerts_types import AlertBook, AlertKind, Event, EventKind, OpenAlert, Policy
+from bot.alerts import Policy, step
+from bot.alerts_types import AlertBook, AlertKind, Event, EventKind, OpenAlert
 from bot.delivery_reports import DeliveryReport
 from bot.quota import QUOTA_TYPES, Level, ScopeKind, ScopeReading, Threshold
 from bot.report_alerts import QUIET, RATE_LIMIT_CLEARS_AFTER, resolve_by_reading, step_reports
 
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 POLICY = Policy(repeat_interval=timedelta(hours=24))
+REPEAT = POLICY.repeat_interval
 APPS = ("crm", "shop")
 THRESHOLDS = {t: Threshold(1000, 100) for t in QUOTA_TYPES}
 FAILING = "shop/sends_failing"
@@ -36,7 +37,7 @@ def run(
     seen = []
     for offset, statuses in steps:
         current, events = step_reports(
-            current, [report(s) for s in statuses], APPS, T0 + offset, POLICY
+            current, [report(s) for s in statuses], APPS, T0 + offset, REPEAT
         )
         seen.append([(e.kind, e.alert) for e in events])
     return current, seen
@@ -95,7 +96,7 @@ def test_report_alert_table(
 
 
 def test_fired_event_names_scope_level_and_key() -> None:
-    alerts, events = step_reports({}, [report(4005)], APPS, T0, POLICY)
+    alerts, events = step_reports({}, [report(4005)], APPS, T0, REPEAT)
     (event,) = events
     assert event == Event(
         kind=EventKind.FIRED,
@@ -107,25 +108,25 @@ def test_fired_event_names_scope_level_and_key() -> None:
     )
     assert event.key == FAILING
     assert alerts[FAILING].pending
-    _, (limited,) = step_reports({}, [report(4006)], APPS, T0, POLICY)
+    _, (limited,) = step_reports({}, [report(4006)], APPS, T0, REPEAT)
     assert (limited.key, limited.level) == (LIMITED, Level.WARNING)
 
 
 def test_unknown_scope_and_replies_are_ignored() -> None:
     reports = [report(4005, scope="gone"), report(None, type_="SMS_REPLY")]
-    assert step_reports({}, reports, APPS, T0, POLICY) == ({}, [])
+    assert step_reports({}, reports, APPS, T0, REPEAT) == ({}, [])
 
 
 def test_repeat_only_after_delivery_and_the_repeat_interval() -> None:
-    alerts, _ = step_reports({}, [report(4005)], APPS, T0, POLICY)
+    alerts, _ = step_reports({}, [report(4005)], APPS, T0, REPEAT)
     later = T0 + timedelta(hours=25)
     # Still queued (pending): no repeat however long it waits.
-    _, events = step_reports(alerts, [report(4005)], APPS, later, POLICY)
+    _, events = step_reports(alerts, [report(4005)], APPS, later, REPEAT)
     assert events == []
     delivered = AlertBook(alerts=alerts).mark_delivered([FAILING], T0 + S).alerts
-    _, events = step_reports(delivered, [report(4005)], APPS, T0 + timedelta(hours=2), POLICY)
+    _, events = step_reports(delivered, [report(4005)], APPS, T0 + timedelta(hours=2), REPEAT)
     assert events == []
-    _, events = step_reports(delivered, [report(4005)], APPS, later, POLICY)
+    _, events = step_reports(delivered, [report(4005)], APPS, later, REPEAT)
     assert [e.kind for e in events] == [EventKind.REPEATED]
 
 
@@ -153,14 +154,14 @@ def reading(**values: int | None) -> ScopeReading:
 def test_poll_resolves_when_quotas_are_above_warning(
     poll: ScopeReading, offset: timedelta, resolves: bool
 ) -> None:
-    alerts, _ = step_reports({}, [report(4005)], APPS, T0, POLICY)
+    alerts, _ = step_reports({}, [report(4005)], APPS, T0, REPEAT)
     events = resolve_by_reading(alerts, poll, THRESHOLDS, T0 + offset)
     assert ([e.kind for e in events] == [EventKind.RESOLVED]) is resolves
     assert (FAILING not in alerts) is resolves
 
 
 def test_alert_engine_step_keeps_report_alerts_and_resolves_them_by_poll() -> None:
-    alerts, _ = step_reports({}, [report(4005), report(4006)], APPS, T0, POLICY)
+    alerts, _ = step_reports({}, [report(4005), report(4006)], APPS, T0, REPEAT)
     book = AlertBook(alerts=alerts)
     thresholds = {"shop": THRESHOLDS, "crm": THRESHOLDS}
     # A poll soon after: both kept (not dropped as unknown keys), nothing said.
@@ -180,7 +181,7 @@ def test_alert_engine_step_keeps_report_alerts_and_resolves_them_by_poll() -> No
 
 
 def test_book_round_trips_report_alerts() -> None:
-    alerts, _ = step_reports({}, [report(4005)], APPS, T0, POLICY)
+    alerts, _ = step_reports({}, [report(4005)], APPS, T0, REPEAT)
     book = AlertBook(alerts=alerts)
     assert AlertBook.from_json(book.to_json()) == book
 
@@ -203,7 +204,7 @@ def test_events_alternate_and_state_matches(batches: list[tuple[int, list[int]]]
     last: dict[str, EventKind] = {}
     for gap, statuses in batches:
         now += timedelta(seconds=gap)
-        alerts, events = step_reports(alerts, [report(s) for s in statuses], APPS, now, POLICY)
+        alerts, events = step_reports(alerts, [report(s) for s in statuses], APPS, now, REPEAT)
         for event in events:
             previous = last.get(event.key, EventKind.RESOLVED)
             if event.kind is EventKind.FIRED:
