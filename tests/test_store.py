@@ -810,3 +810,64 @@ def test_make_store_rejects(url: str, match: str) -> None:
 )
 def test_redact_url(url: str, expected: str) -> None:
     assert redact_url(url) == expected
+
+
+# delivery reports: seen keys (replays), their expiry and bound, per-minute counts ----------
+
+DAY = timedelta(hours=24)
+
+
+async def test_a_key_is_new_once(store: StateStore) -> None:
+    assert await store.record_report("1:aa", NOW + DAY, "shop", "4005", NOW)
+    assert not await store.record_report("1:aa", NOW + DAY, "shop", "4005", NOW + MIN)
+    assert await store.record_report("2:bb", NOW + DAY, "shop", "4005", NOW + MIN)
+    counts = await store.report_counts("shop", NOW - timedelta(hours=1), NOW + MIN)
+    assert counts == {"4005": 2}
+
+
+async def test_counts_per_scope_outcome_and_window(store: StateStore) -> None:
+    for i, (scope, outcome, at) in enumerate(
+        [
+            ("shop", "4001", NOW),
+            ("shop", "4001", NOW + 30 * MIN),
+            ("shop", "4006", NOW + 59 * MIN),
+            ("crm", "4001", NOW),
+            ("shop", "4001", NOW - 2 * MIN),  # before the window
+        ]
+    ):
+        assert await store.record_report(f"k{i}", NOW + DAY, scope, outcome, at)
+    assert await store.report_counts("shop", NOW, NOW + 59 * MIN) == {"4001": 2, "4006": 1}
+    assert await store.report_counts("crm", NOW, NOW + 59 * MIN) == {"4001": 1}
+    assert await store.report_counts("nobody", NOW, NOW + 59 * MIN) == {}
+
+
+async def test_a_key_is_forgotten_after_its_time(store: StateStore) -> None:
+    assert await store.record_report("k", NOW + MIN, "shop", "4001", NOW)
+    assert not await store.record_report("k", NOW + MIN, "shop", "4001", NOW + MIN / 2)
+    assert await store.record_report("k", NOW + 3 * MIN, "shop", "4001", NOW + 2 * MIN)
+
+
+async def test_unrecord_undoes_key_and_count(store: StateStore) -> None:
+    assert await store.record_report("k", NOW + DAY, "shop", "4005", NOW)
+    await store.unrecord_report("k", "shop", "4005", NOW)
+    assert await store.report_counts("shop", NOW, NOW) == {}
+    assert await store.record_report("k", NOW + DAY, "shop", "4005", NOW)
+    assert await store.report_counts("shop", NOW, NOW) == {"4005": 1}
+
+
+async def test_the_seen_set_is_bounded(stores: Opener) -> None:
+    store = await stores(max_seen=50)
+    for i in range(200):
+        assert await store.record_report(f"k{i}", NOW + DAY + i * MIN, "shop", "4001", NOW)
+    # The newest keys (latest to expire) are still known; the soonest to expire went first.
+    assert not await store.record_report("k199", NOW + DAY, "shop", "4001", NOW)
+    assert await store.record_report("k0", NOW + DAY, "shop", "4001", NOW)
+
+
+async def test_replicas_share_seen_keys_and_counts(stores: Opener) -> None:
+    first, second = await stores(), await stores()
+    results = await asyncio.gather(
+        *[s.record_report("same", NOW + DAY, "shop", "4005", NOW) for s in (first, second) * 5]
+    )
+    assert sorted(results) == [False] * 9 + [True]
+    assert await second.report_counts("shop", NOW, NOW) == {"4005": 1}

@@ -30,6 +30,11 @@ DEFAULT_RETENTION = timedelta(days=14)
 # A hard cap per (scope, type) series whatever the retention, so a very short poll interval
 # cannot grow the store without limit (14 days at 1-minute polls is ~20k points).
 MAX_POINTS_PER_SERIES = 20_000
+# Delivery reports seen (their replay keys) are remembered until the sender's window closes, at
+# most this many at once: the soonest to be forgotten go first when a flood exceeds it.
+MAX_SEEN_REPORTS = 100_000
+# Per-minute report counts are kept this long (the slash reply shows the last hour).
+REPORT_COUNT_RETENTION = timedelta(hours=2)
 # Retention pruning is housekeeping: doing it on every write would cost more than it saves.
 UPKEEP_EVERY = timedelta(minutes=1)
 # mark_delivered is optimistic (compare-and-set on the book version); a commit landing in
@@ -246,6 +251,22 @@ class Backend(Protocol):
 
     async def get_meta(self, key: str) -> str | None: ...
 
+    async def remember_report(
+        self, key: str, forget_us: int, scope: str, minute: int, outcome: str, now_us: int
+    ) -> bool:
+        """Atomically: unless `key` is remembered with a forget time after `now_us`, remember
+        it until `forget_us` and add one to the count of (scope, minute, outcome). True when it
+        was new. At most the backend's maximum of keys is kept: the soonest to be forgotten go
+        first; counts older than REPORT_COUNT_RETENTION may be dropped."""
+
+    async def forget_report(self, key: str, scope: str, minute: int, outcome: str) -> None:
+        """Undo `remember_report` (its key and its count)."""
+
+    async def report_counts(
+        self, scope: str, first_minute: int, last_minute: int
+    ) -> dict[str, int]:
+        """Counts per outcome of `scope` over the minutes first..last (inclusive)."""
+
 
 # The store ------------------------------------------------------------------------------------
 
@@ -393,6 +414,27 @@ class StateStore:
     async def get_meta(self, key: str) -> str | None:
         return await self.backend.get_meta(key)
 
+    # delivery reports ------------------------------------------------------------------
+    async def record_report(
+        self, key: str, forget_after: datetime, scope: str, outcome: str, now: datetime
+    ) -> bool:
+        """Atomically: unless `key` is remembered already (a sender's retry, or the same report
+        at another replica), remember it until `forget_after` and count `outcome` for `scope`
+        in the minute of `now`. True when it was new."""
+        minute = report_minute(now)
+        return await self.backend.remember_report(
+            key, to_us(forget_after), scope, minute, outcome, to_us(now)
+        )
+
+    async def unrecord_report(self, key: str, scope: str, outcome: str, at: datetime) -> None:
+        """Undo a `record_report` made at `at` whose report could not be handled (the sender
+        retries it)."""
+        await self.backend.forget_report(key, scope, report_minute(at), outcome)
+
+    async def report_counts(self, scope: str, since: datetime, now: datetime) -> dict[str, int]:
+        """Reports counted for `scope` per outcome from the minute of `since` to that of `now`."""
+        return await self.backend.report_counts(scope, report_minute(since), report_minute(now))
+
     # internals -------------------------------------------------------------------------
     @staticmethod
     def _batch(readings: Sequence[ScopeReading]) -> Batch:
@@ -421,6 +463,11 @@ class StateStore:
         except StoreError as exc:
             # The write it follows has committed; failing that call now would mislead.
             log.warning("state store upkeep failed: %s", exc)
+
+
+def report_minute(moment: datetime) -> int:
+    """The minute (since the epoch) a report is counted in."""
+    return int(moment.timestamp() // 60)
 
 
 # Codecs ---------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ half-applied by a dropped connection. Keys, under `{prefix}:`:
   outbox:claim:{id}             "{until_us}|{holder}", expiring on its own (PX)
   lease                         the poller's holder id, expiring on its own (PX)
   meta                          hash of small facts
+  reports:seen                  sorted set: delivery-report replay keys, score = forget at (us)
+  reports:count:{scope}:{min}   hash: outcome -> reports counted in that minute (expiring)
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ from bot.errors import StoreError
 from bot.store.base import (
     DEFAULT_RETENTION,
     MAX_POINTS_PER_SERIES,
+    MAX_SEEN_REPORTS,
     PRIMARY,
+    REPORT_COUNT_RETENTION,
     Batch,
     Receipt,
     StateStore,
@@ -200,6 +204,29 @@ def _stored(message_id: str, body: dict[str, str]) -> StoredMessage:
     )
 
 
+# KEYS: seen, counts. ARGV: key, forget_us, now_us, cap, outcome, counts_ttl_s
+_REMEMBER_REPORT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[4])
+if excess > 0 then redis.call('ZPOPMIN', KEYS[1], excess) end
+redis.call('HINCRBY', KEYS[2], ARGV[5], 1)
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+return 1
+"""
+
+# KEYS: seen, counts. ARGV: key, outcome
+_FORGET_REPORT = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  if tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0') > 0 then
+    redis.call('HINCRBY', KEYS[2], ARGV[2], -1)
+  end
+end
+return 1
+"""
+
+
 def _ms(delta: timedelta) -> int:
     return max(1, int(delta.total_seconds() * 1000))
 
@@ -217,6 +244,7 @@ class RedisStore(StateStore):
         max_points: int = MAX_POINTS_PER_SERIES,
         socket_timeout: float = SOCKET_TIMEOUT_S,
         tls_verify: bool = True,
+        max_seen: int = MAX_SEEN_REPORTS,
     ) -> None:
         self.redis = RedisBackend(
             url,
@@ -225,6 +253,7 @@ class RedisStore(StateStore):
             max_points=max_points,
             socket_timeout=socket_timeout,
             tls_verify=tls_verify,
+            max_seen=max_seen,
         )
         self.safe_url = self.redis.safe_url
         super().__init__(self.redis, retention=retention, clock=clock)
@@ -240,7 +269,9 @@ class RedisBackend:
         max_points: int = MAX_POINTS_PER_SERIES,
         socket_timeout: float = SOCKET_TIMEOUT_S,
         tls_verify: bool = True,
+        max_seen: int = MAX_SEEN_REPORTS,
     ) -> None:
+        self._max_seen = max_seen
         self._url = url
         self._keep = keep  # how long a delivered message (and its ts) is kept
         # Heroku Redis serves rediss:// with a self-signed certificate, and its REDIS_URL is
@@ -284,6 +315,8 @@ class RedisBackend:
                 "acquire": _ACQUIRE,
                 "release": _RELEASE,
                 "prune": _PRUNE,
+                "remember_report": _REMEMBER_REPORT,
+                "forget_report": _FORGET_REPORT,
             }.items()
         }
         try:
@@ -510,3 +543,34 @@ class RedisBackend:
         with self._translate():
             value = await self._r.hget(self._k("meta"), key)
         return None if value is None else _text(value)
+
+    # delivery reports ------------------------------------------------------------------
+    def _report_count_key(self, scope: str, minute: int) -> str:
+        return self._k("reports", "count", scope, str(minute))
+
+    async def remember_report(
+        self, key: str, forget_us: int, scope: str, minute: int, outcome: str, now_us: int
+    ) -> bool:
+        keys = [self._k("reports", "seen"), self._report_count_key(scope, minute)]
+        ttl = int(REPORT_COUNT_RETENTION.total_seconds())
+        args = [key, forget_us, now_us, self._max_seen, outcome, ttl]
+        return bool(await self._script("remember_report", keys, args))
+
+    async def forget_report(self, key: str, scope: str, minute: int, outcome: str) -> None:
+        keys = [self._k("reports", "seen"), self._report_count_key(scope, minute)]
+        await self._script("forget_report", keys, [key, outcome])
+
+    async def report_counts(
+        self, scope: str, first_minute: int, last_minute: int
+    ) -> dict[str, int]:
+        with self._translate():
+            async with self._r.pipeline(transaction=False) as pipe:
+                for minute in range(first_minute, last_minute + 1):
+                    pipe.hgetall(self._report_count_key(scope, minute))
+                buckets = await pipe.execute()
+        result: dict[str, int] = {}
+        for bucket in buckets:
+            for outcome, n in bucket.items():
+                if int(n) > 0:
+                    result[str(outcome)] = result.get(str(outcome), 0) + int(n)
+        return result

@@ -22,6 +22,8 @@ from bot.errors import StoreError
 from bot.store.base import (
     DEFAULT_RETENTION,
     MAX_POINTS_PER_SERIES,
+    MAX_SEEN_REPORTS,
+    REPORT_COUNT_RETENTION,
     Batch,
     Receipt,
     StateStore,
@@ -89,8 +91,30 @@ def _migrate_to_2(conn: sqlite3.Connection) -> None:
     _run_script(conn, _SCHEMA_V2)
 
 
+_SCHEMA_V3 = """
+CREATE TABLE seen_reports (key TEXT PRIMARY KEY, expires_us INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX seen_reports_expiry ON seen_reports (expires_us);
+CREATE TABLE report_counts (
+    scope TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (scope, minute, outcome)
+) WITHOUT ROWID;
+"""
+
+
+def _migrate_to_3(conn: sqlite3.Connection) -> None:
+    """Delivery reports: the keys seen (replays) and per-minute counts."""
+    _run_script(conn, _SCHEMA_V3)
+
+
 # _MIGRATIONS[n] takes a database at version n to version n + 1.
-_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_1, _migrate_to_2]
+_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _migrate_to_1,
+    _migrate_to_2,
+    _migrate_to_3,
+]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
@@ -119,8 +143,11 @@ class SqliteStore(StateStore):
         clock: Clock | None = None,
         max_points: int = MAX_POINTS_PER_SERIES,
         busy_timeout: float = BUSY_TIMEOUT_S,
+        max_seen: int = MAX_SEEN_REPORTS,
     ) -> None:
-        self.sqlite = SqliteBackend(path, max_points=max_points, busy_timeout=busy_timeout)
+        self.sqlite = SqliteBackend(
+            path, max_points=max_points, busy_timeout=busy_timeout, max_seen=max_seen
+        )
         self.path = self.sqlite.path
         super().__init__(self.sqlite, retention=retention, clock=clock)
 
@@ -132,9 +159,13 @@ class SqliteBackend:
         *,
         max_points: int = MAX_POINTS_PER_SERIES,
         busy_timeout: float = BUSY_TIMEOUT_S,
+        max_seen: int = MAX_SEEN_REPORTS,
     ) -> None:
         self.path = str(path)
         self._max_points = max_points
+        self._max_seen = max_seen
+        # Trimming the seen-report keys is paced by count: a flood is what makes it due.
+        self._reports_since_trim = 0
         self._busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
@@ -423,6 +454,71 @@ class SqliteBackend:
         def read(conn: sqlite3.Connection) -> str | None:
             row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
             return None if row is None else str(row[0])
+
+        return await self._run(read)
+
+    # delivery reports ------------------------------------------------------------------
+    async def remember_report(
+        self, key: str, forget_us: int, scope: str, minute: int, outcome: str, now_us: int
+    ) -> bool:
+        def write(conn: sqlite3.Connection) -> bool:
+            with _transaction(conn):
+                row = conn.execute(
+                    "SELECT expires_us FROM seen_reports WHERE key = ?", (key,)
+                ).fetchone()
+                if row is not None and row[0] > now_us:
+                    return False
+                conn.execute(
+                    "INSERT OR REPLACE INTO seen_reports (key, expires_us) VALUES (?, ?)",
+                    (key, forget_us),
+                )
+                conn.execute(
+                    "INSERT INTO report_counts (scope, minute, outcome, n) VALUES (?, ?, ?, 1)"
+                    " ON CONFLICT (scope, minute, outcome) DO UPDATE SET n = n + 1",
+                    (scope, minute, outcome),
+                )
+                self._reports_since_trim += 1
+                if self._reports_since_trim >= max(1, self._max_seen // 10):
+                    self._reports_since_trim = 0
+                    self._trim_reports(conn, now_us, minute)
+            return True
+
+        return await self._run(write)
+
+    def _trim_reports(self, conn: sqlite3.Connection, now_us: int, minute: int) -> None:
+        conn.execute("DELETE FROM seen_reports WHERE expires_us <= ?", (now_us,))
+        (count,) = conn.execute("SELECT COUNT(*) FROM seen_reports").fetchone()
+        if count > self._max_seen:
+            conn.execute(
+                "DELETE FROM seen_reports WHERE key IN"
+                " (SELECT key FROM seen_reports ORDER BY expires_us LIMIT ?)",
+                (count - self._max_seen,),
+            )
+        kept = int(REPORT_COUNT_RETENTION.total_seconds() // 60)
+        conn.execute("DELETE FROM report_counts WHERE minute < ?", (minute - kept,))
+
+    async def forget_report(self, key: str, scope: str, minute: int, outcome: str) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.execute("DELETE FROM seen_reports WHERE key = ?", (key,))
+                conn.execute(
+                    "UPDATE report_counts SET n = n - 1"
+                    " WHERE scope = ? AND minute = ? AND outcome = ? AND n > 0",
+                    (scope, minute, outcome),
+                )
+
+        await self._run(write)
+
+    async def report_counts(
+        self, scope: str, first_minute: int, last_minute: int
+    ) -> dict[str, int]:
+        def read(conn: sqlite3.Connection) -> dict[str, int]:
+            rows = conn.execute(
+                "SELECT outcome, SUM(n) FROM report_counts"
+                " WHERE scope = ? AND minute BETWEEN ? AND ? GROUP BY outcome",
+                (scope, first_minute, last_minute),
+            ).fetchall()
+            return {str(outcome): int(n) for outcome, n in rows if n}
 
         return await self._run(read)
 
