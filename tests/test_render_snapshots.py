@@ -188,6 +188,44 @@ ALERTS: dict[str, list[Event]] = {
     "pool_advice": [
         fired("shop", Q.INDUSTRY, Level.WARNING, 420, 1000, opened_at=NOW, pool=54_321),
     ],
+    "sends_failing": [
+        event(
+            EventKind.FIRED,
+            "shop",
+            level=Level.CRITICAL,
+            alert=AlertKind.SENDS_FAILING,
+            opened_at=NOW,
+        ),
+        quota(EventKind.FIRED, Q.INDUSTRY, Level.CRITICAL, 0, 100, scope="shop", opened_at=NOW),
+    ],
+    "sends_failing_resolved": [
+        event(
+            EventKind.RESOLVED,
+            "shop",
+            level=Level.CRITICAL,
+            alert=AlertKind.SENDS_FAILING,
+            opened_at=NOW - 90 * MINUTE,
+        )
+    ],
+    "rate_limited": [
+        event(EventKind.FIRED, "crm", level=Level.WARNING, alert=AlertKind.RATE_LIMITED)
+    ],
+    "rate_limited_repeated_and_resolved": [
+        event(
+            EventKind.REPEATED,
+            "crm",
+            level=Level.WARNING,
+            alert=AlertKind.RATE_LIMITED,
+            opened_at=NOW - DAY - HOUR,
+        ),
+        event(
+            EventKind.RESOLVED,
+            "shop",
+            level=Level.WARNING,
+            alert=AlertKind.RATE_LIMITED,
+            opened_at=NOW - 20 * MINUTE,
+        ),
+    ],
     "grouped": [
         quota(
             EventKind.RESOLVED,

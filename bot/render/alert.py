@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bot.alerts_types import Event, EventKind
+from bot.alerts_types import REPORT_ALERTS, AlertKind, Event, EventKind
 from bot.quota import Level, QuotaType, Status
 from bot.render.format import (
     ACCOUNT_SCOPE,
@@ -84,6 +84,23 @@ def _fetch_body(event: Event, now: datetime, loc: Locale, markup: Markup) -> str
     if event.opened_at is not None:
         return text + SEP + lang.failing_since.format(when=fmt_when(event.opened_at, now, loc))
     return text
+
+
+def _report_body(event: Event, now: datetime, loc: Locale) -> str:
+    """A delivery-report alert: sends failing for lack of quota, or rate-limited."""
+    lang = loc.lang
+    failing = event.alert is AlertKind.SENDS_FAILING
+    if event.kind is EventKind.RESOLVED:
+        text = lang.sends_work_again if failing else lang.rate_limit_over
+        if event.opened_at is not None:
+            text = lang.was_failing_since.format(
+                text=text, when=fmt_when(event.opened_at, now, loc)
+            )
+        return text
+    text = lang.sends_failing if failing else lang.sends_rate_limited
+    if event.kind is EventKind.REPEATED:
+        return text + SEP + _since(event, now, loc)
+    return text + SEP + lang.new
 
 
 def _quota_detail(event: Event, loc: Locale) -> str:
@@ -196,7 +213,9 @@ def _quota_body(event: Event, now: datetime, loc: Locale, markup: Markup) -> str
 def _event_line(event: Event, now: datetime, loc: Locale, markup: Markup) -> str:
     tone = tone_of(event)
     tag = markup.tag(TONES[tone].emoji, loc.lang.tone_tag[tone])
-    if is_fetch(event) or event.quota_type is None:
+    if event.alert in REPORT_ALERTS:
+        body = _report_body(event, now, loc)
+    elif is_fetch(event) or event.quota_type is None:
         body = _fetch_body(event, now, loc, markup)
     else:
         body = _quota_body(event, now, loc, markup)

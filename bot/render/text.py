@@ -9,9 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from bot.quota import QuotaType, ScopeKind, Status
 from bot.render.tones import Tone
+
+DELIVERY_WORDS_EN: Mapping[str, str] = MappingProxyType(
+    {
+        "4001": "delivered",
+        "4005": "quota exhausted",
+        "4006": "rate-limited",
+        "4002": "blacklisted",
+        "4003": "handset problem",
+        "4004": "empty number",
+        "other": "other",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +175,16 @@ class Lang:
     # Names for time zones by their IANA key where this language has a better one than the
     # zone's abbreviation ("CST" is also US Central): "Asia/Shanghai" -> "北京时间".
     zone_names: Mapping[str, str] = field(default_factory=dict)
+
+    # --- delivery reports (JPush callbacks); English until a table words them ---
+    sends_failing: str = "sends failing: quota exhausted (JPush reports 4005)"
+    sends_rate_limited: str = "sends rate-limited (JPush reports 4006)"
+    sends_work_again: str = "sends delivered again"
+    rate_limit_over: str = "no longer rate-limited (no 4006 for 15 minutes)"
+    deliveries: str = "deliveries, last hour: {items}"  # {items}
+    delivery_item: str = "{word} {n}"  # {word} {n}
+    # JPush status code -> word; codes not named here are summed under "other".
+    delivery_words: Mapping[str, str] = field(default_factory=lambda: DELIVERY_WORDS_EN)
 
     def plural(self, forms: tuple[str, str], n: int) -> str:
         return (forms[0] if n == 1 else forms[1]).format(n=n)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from bot.alerts_types import AlertKind, Event, EventKind
+from bot.alerts_types import REPORT_ALERTS, AlertKind, Event, EventKind
 from bot.quota import Level, Status
 
 
@@ -68,7 +68,9 @@ STATUS_EMOJI: dict[Status, str] = {
 def is_fetch(event: Event) -> bool:
     """About the scope's readability rather than one quota type."""
     return event.kind in (EventKind.FETCH_FAILING, EventKind.FETCH_RECOVERED) or (
-        event.quota_type is None and event.kind is EventKind.REPEATED
+        event.quota_type is None
+        and event.kind is EventKind.REPEATED
+        and event.alert not in REPORT_ALERTS
     )
 
 
