@@ -34,7 +34,7 @@ class ReportIntake(Protocol):
 
 
 class RejectionCounter(Protocol):
-    def rejected(self, status: int) -> None: ...
+    def callback_refused(self, status: int) -> None: ...
 
 
 @dataclass
@@ -101,7 +101,7 @@ class CallbackRoute:
     def _refuse(self, refused: Rejection) -> web.Response:
         self._throttle.warn(refused.reason)
         if self.counter is not None:
-            self.counter.rejected(refused.status)
+            self.counter.callback_refused(refused.status)
         text = {400: "bad request", 401: "invalid signature", 413: "request body too large"}
         return web.Response(
             status=refused.status, text=text.get(refused.status, "refused"), content_type=_PLAIN

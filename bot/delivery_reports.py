@@ -186,6 +186,10 @@ def read_form(body: bytes) -> dict[str, str]:
     """
     if len(body) > MAX_BODY:
         raise Rejection(413, "body over 64 KiB")
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Rejection(400, "body is not valid UTF-8") from None
     fields: dict[str, str] = {}
     for pair in body.split(b"&"):
         if not pair:

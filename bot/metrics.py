@@ -134,6 +134,18 @@ class Metrics:
         self.commands_rejected = self.commands.labels("rejected")
         self.commands_too_large = self.commands.labels("too_large")
         self.commands_ssl_check = self.commands.labels("ssl_check")
+        self.delivery_reports = Counter(
+            "sms_delivery_reports",
+            "JPush delivery reports by scope and status (JPush's code; other, reply, unknown_type)",
+            ["scope", "status"],
+            registry=r,
+        )
+        self.callbacks_refused = Counter(
+            "sms_jpush_callbacks_refused",
+            "JPush callback requests refused, by HTTP status",
+            ["status"],
+            registry=r,
+        )
         self.poll_duration = Histogram(
             "sms_poll_duration_seconds",
             "Time of one complete poll cycle",
@@ -193,3 +205,6 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def callback_refused(self, status: int) -> None:
+        self.callbacks_refused.labels(str(status)).inc()

@@ -21,14 +21,16 @@ from bot.alerts import Policy, step
 from bot.alerts_types import AlertBook, Event
 from bot.anomalies import Signals
 from bot.clock import Clock, Monotonic
+from bot.delivery_reports import DeliveryReport
 from bot.digest import DigestPolicy, digest_due, digest_op
 from bot.errors import StoreError
 from bot.forecast import Burns, Forecast, Forecasts, SeriesState, encode_burns, encode_forecasts
 from bot.jpush import JPushClient
 from bot.metrics import Metrics
 from bot.outbox import Routing, plan_messages
-from bot.quota import QuotaType, Scope, ScopeReading, Thresholds
+from bot.quota import QuotaType, Scope, ScopeKind, ScopeReading, Thresholds
 from bot.render.format import DEFAULT, Locale
+from bot.report_alerts import step_reports
 from bot.store.base import (
     META_BURNS,
     META_FORECASTS,
@@ -95,6 +97,7 @@ class Monitor:
         self._monotonic = monotonic
         self._metrics = metrics
         self._thresholds: dict[str, Thresholds] = {s.name: s.thresholds for s in self.scopes}
+        self._apps = [s.name for s in self.scopes if s.kind is ScopeKind.APP]
         # True while waiting on JPush: nothing is written yet, so shutdown may cancel at once.
         self.fetching = False
         self._series: dict[SeriesKey, SeriesState] = {}
@@ -182,6 +185,51 @@ class Monitor:
         digest = OutboxMessage(id=op.id, created_at=now, events=(), op=op)
         log.info("daily summary queued", extra={"day": day})
         return replace(book, digest_day=day), [*messages, digest]
+
+    async def commit_reports(
+        self, reports: Sequence[DeliveryReport], readings: Sequence[ScopeReading] = ()
+    ) -> list[Event]:
+        """Delivery reports, and the readings they made us take, evaluated and committed
+        atomically with their message, exactly as a poll cycle is."""
+        now = self._clock()
+        # The fresh readings advance the forecasts like a poll's, so running-out alerts stay
+        # as they are rather than closing for want of a forecast.
+        outlook = await self.outlook(readings, now) if readings else None
+        forecasts = outlook.forecasts if outlook is not None else {}
+        signals = outlook.signals if outlook is not None else {}
+        events: list[Event] = []
+        for _ in range(COMMIT_ATTEMPTS):
+            book, version = await self._store.load_book()
+            alerts, events = step_reports(
+                book.alerts, reports, self._apps, now, self.policy.repeat_interval
+            )
+            new_book = replace(book, alerts=alerts)
+            if readings:
+                new_book, polled = step(
+                    new_book,
+                    readings,
+                    self._thresholds,
+                    forecasts,
+                    now,
+                    self.policy,
+                    signals=signals,
+                )
+                events.extend(polled)
+            elif new_book == book:
+                return []  # nothing changed (a 4001 with no alert open): nothing to write
+            new_book, messages = plan_messages(
+                new_book, events, now, self.routing, OutboxMessage.new_id(now)
+            )
+            if await self._store.commit_cycle(CycleCommit(readings, new_book, messages), version):
+                break
+            log.info("alert state changed underneath these reports; evaluating again")
+        else:
+            raise StoreError("could not commit delivery reports: the alert state kept changing")
+        if outlook is not None:
+            self._series.update(outlook.states)
+        if events and self._metrics is not None:
+            self._metrics.alerts_queued.inc()
+        return events
 
     async def outlook(self, readings: Sequence[ScopeReading], now: datetime) -> Outlook:
         """Each series' state advanced by its new reading, and what the states say.

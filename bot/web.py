@@ -15,9 +15,11 @@ from aiohttp import web
 from slack_sdk.signature import Clock as SignatureClock
 
 from bot.app import Services
+from bot.callback_route import CallbackRoute
 from bot.errors import StoreError
 from bot.interactions import InteractionsRoute
 from bot.metrics import CONTENT_TYPE, authorized
+from bot.report_intake import ReportIntake, callback_signer
 from bot.slack_signature import MAX_BODY, SlackSignature
 from bot.slash import SlashCommands
 from bot.socket_mode import SocketMode
@@ -31,6 +33,7 @@ SHUTDOWN_GRACE = 12.0
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
 SLASH: web.AppKey[SlashCommands] = web.AppKey("slash", SlashCommands)
 SOCKET_MODE: web.AppKey[SocketMode] = web.AppKey("socket_mode", SocketMode)
+REPORTS: web.AppKey[ReportIntake] = web.AppKey("reports", ReportIntake)
 
 
 def create_app(
@@ -57,6 +60,18 @@ def create_app(
     interactions = InteractionsRoute(services.actions, signature, services.metrics)
     app.router.add_post("/slack/commands", slash.handle)
     app.router.add_post("/slack/interactions", interactions.handle)
+    intake = ReportIntake(
+        services.scopes,
+        services.store,
+        services.monitor,
+        services.client,
+        clock=services.clock,
+        metrics=services.metrics,
+        wake_delivery=services.worker.wake_delivery,
+    )
+    app[REPORTS] = intake
+    signer = callback_signer(services.scopes)
+    CallbackRoute(signer, intake, services.clock, services.metrics).add_to(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/", index)
@@ -75,6 +90,7 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
         await socket_mode.close()
     await services.worker.shutdown(SHUTDOWN_GRACE)
     await app[SLASH].close()
+    await app[REPORTS].close()
     await services.close()
 
 

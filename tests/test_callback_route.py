@@ -41,7 +41,7 @@ class Refusals:
     def __init__(self) -> None:
         self.statuses: list[int] = []
 
-    def rejected(self, status: int) -> None:
+    def callback_refused(self, status: int) -> None:
         self.statuses.append(status)
 
 
