@@ -1,6 +1,6 @@
 """A `serve` process whose /metrics has every series set: a scope below its warning
 threshold, a quota draining (so forecasts exist), an alert stuck in the outbox because Slack
-answers 500, and a METRICS_TOKEN."""
+answers 500, delivery reports from the simulator, and a METRICS_TOKEN."""
 
 from __future__ import annotations
 
@@ -55,7 +55,11 @@ def samples(exposition: str) -> dict[str, list[tuple[dict[str, str], float]]]:
 def _complete(exposition: str) -> bool:
     names = samples(exposition)
     queued = names.get("sms_alert_outbox_messages", [({}, 0.0)])[0][1]
-    return bool(queued >= 1 and names.get("sms_balance_seconds_to_empty"))
+    return bool(
+        queued >= 1
+        and names.get("sms_balance_seconds_to_empty")
+        and names.get("sms_delivery_reports_total")
+    )
 
 
 @asynccontextmanager
@@ -111,6 +115,11 @@ async def live_bot(tmp_path: Path, slack: FakeSlack) -> AsyncIterator[LiveBot]:
     await process.start()
     try:
         await process.wait_ready()
+        # JPush's delivery reports, from the simulator's sends (one delivered, one failed).
+        sim.set_callback("shop", process.base_url + "/jpush/callback")
+        sim.send("shop", "voice", 1)
+        sim.set_balance("shop", "voice", 0)
+        sim.send("shop", "voice", 1)
 
         async def complete() -> bool:
             return _complete(await bot.scrape())
