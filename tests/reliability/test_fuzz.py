@@ -7,6 +7,10 @@
 (b) Random JPush answers (status, body, content type, Retry-After) served by the simulator
     through a whole Monitor cycle: the cycle never raises, a reading holds only ints >= 0 or
     None, every number in it was really served, and a failed read never fires or escalates.
+(c) POST /jpush/callback (JPush delivery reports): random forms, data, types and bytes, signed
+    with the app's credentials or forged. Never a 5xx; nothing unsigned, forged or stale is
+    counted or remembered; a signed report is counted once, or refused with 400 when its data
+    is bad.
 
 FUZZ_EXAMPLES (default 200) sets the examples per property; FUZZ_LONG=1 runs 5000 each and
 prints how many ran. The examples run inside one event loop the test owns (hypothesis drives
@@ -21,6 +25,7 @@ import hmac
 import io
 import json
 import os
+import time
 from collections import Counter
 from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
@@ -40,6 +45,7 @@ from slack_sdk.signature import Clock
 from bot.alerts import Policy
 from bot.alerts_types import EventKind
 from bot.app import build_services
+from bot.delivery_reports import STATUS_NAMES
 from bot.jpush import JPushClient
 from bot.monitor import Monitor
 from bot.notify import ConsoleNotifier
@@ -289,7 +295,7 @@ async def still_up(harness: Harness) -> None:
     assert status == 200, raw[:300]
 
 
-ran = {"slash": 0, "raw": 0, "jpush": 0, "interactions": 0}
+ran = {"slash": 0, "raw": 0, "jpush": 0, "interactions": 0, "callback": 0}
 # What the examples covered, printed in long mode so a property that never reaches its
 # interesting branch shows up as a figure, not as a silent pass.
 outcomes: Counter[str] = Counter()
@@ -722,4 +728,144 @@ def test_random_jpush_answers_never_break_a_cycle(harness: Harness) -> None:
     _jpush_property(harness)
     if VERBOSE:
         print(f"\nFUZZ jpush: {ran['jpush']} examples")
+        print_outcomes()
+
+
+# --- (c) /jpush/callback --------------------------------------------------------------------
+
+CALLBACK_KINDS = ("valid",) * 16 + (
+    "unsigned",
+    "wrong secret",
+    "other app key",
+    "random signature",
+    "uppercase hex",
+    "stale",
+    "future",
+    "other nonce",
+)
+good_report = st.fixed_dictionaries(
+    {
+        "msgId": st.text(st.characters(codec="utf-8"), min_size=1, max_size=20),
+        "status": st.sampled_from([*sorted(STATUS_NAMES), 4011, 0]),
+        "receiveTime": st.integers(min_value=0, max_value=2 * 10**12),
+        "phone": st.text(max_size=20),
+    }
+).map(json.dumps)
+report_data = st.one_of(
+    good_report,
+    good_report,
+    st.fixed_dictionaries(
+        {
+            "msgId": st.one_of(st.text(max_size=20), st.integers(), st.none()),
+            "status": st.one_of(
+                st.sampled_from([4001, 4002, 4005, 4006, 4100, 4010, "4005"]),
+                st.integers(),
+                st.text(max_size=6),
+                st.none(),
+            ),
+            "receiveTime": st.one_of(st.integers(), st.text(max_size=25), st.none()),
+            "phone": st.one_of(st.text(max_size=20), st.integers(), st.none()),
+        }
+    ).map(json.dumps),
+    st.text(max_size=200),
+    st.sampled_from(["", "null", "[]", "{}", "{not json", '"x"', "1e999"]),
+)
+report_type = st.one_of(
+    st.just("SMS_REPORT"),
+    st.just("SMS_REPORT"),
+    st.sampled_from(["SMS_REPORT", "SMS_REPLY", "SMS_OTHER", "", "sms_report"]),
+    st.text(max_size=12),
+)
+nonces = iter(range(10**9, 2 * 10**9))
+
+
+def callback_form(kind: str, data: str, kind_of: str, noise: str) -> tuple[bytes, bool]:
+    """A callback body, and whether JPush (holding the shop's credentials) could have sent it."""
+    nonce = str(next(nonces))
+    now_ms = int(time.time() * 1000)
+    ts = {"stale": now_ms - 25 * 3600 * 1000, "future": now_ms + 3600 * 1000}.get(kind, now_ms)
+    key = "other" if kind == "other app key" else "shop"
+    secret = "not-the-secret" if kind == "wrong secret" else "shop-secret"
+    signed_nonce = nonce + "1" if kind == "other nonce" else nonce
+    text = f"appKey={key}&appMasterSecret={secret}&nonce={signed_nonce}&timestamp={ts}"
+    signature = hashlib.sha1(text.encode()).hexdigest()
+    if kind == "random signature":
+        signature = noise
+    elif kind == "uppercase hex":
+        signature = signature.upper()
+    fields = {"nonce": nonce, "timestamp": str(ts), "type": kind_of, "data": data}
+    if kind != "unsigned":
+        fields["signature"] = signature
+    return urlencode(fields).encode(), kind == "valid"
+
+
+def reports_counted(harness: Harness) -> float:
+    metrics = harness.client.app[SERVICES].metrics
+    return sum(
+        sample.value
+        for family in metrics.delivery_reports.collect()
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    )
+
+
+def reports_remembered(harness: Harness) -> int:
+    store = harness.client.app[SERVICES].store
+    assert isinstance(store, MemoryStore)
+    return len(store.data.seen_reports)
+
+
+async def post_callback(harness: Harness, body: bytes) -> tuple[int, bytes]:
+    response = await harness.client.post(
+        "/jpush/callback",
+        data=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        timeout=ClientTimeout(total=10),
+    )
+    async with response:
+        return response.status, await response.read()
+
+
+@FUZZ
+@given(
+    kind=st.sampled_from(CALLBACK_KINDS),
+    data=report_data,
+    kind_of=report_type,
+    noise=st.text(max_size=45),
+    # Mostly forms; now and then bytes that are no form at all.
+    raw=st.one_of(st.none(), st.none(), st.none(), st.binary(max_size=300)),
+)
+def _callback_property(
+    harness: Harness, kind: str, data: str, kind_of: str, noise: str, raw: bytes | None
+) -> None:
+    ran["callback"] += 1
+    body, signed = callback_form(kind, data, kind_of, noise)
+    if raw is not None:
+        body, signed = raw, False  # random bytes: no signature JPush could have made
+    counted, remembered = reports_counted(harness), reports_remembered(harness)
+    status, answer = harness.run(post_callback(harness, body))
+    tally(f"callback {'signed' if signed else 'forged'} -> {status}")
+    assert status < 500, (status, answer[:200])
+    if not signed:
+        assert status in (400, 401, 413), (kind, status, answer[:200])
+        assert reports_counted(harness) == counted, "an unsigned report was counted"
+        assert reports_remembered(harness) == remembered, "an unsigned report was stored"
+        return
+    assert status in (200, 400), (status, answer[:200])
+    if status == 200:
+        assert reports_counted(harness) == counted + 1
+        assert reports_remembered(harness) == remembered + 1
+        # JPush's retry of the same report: answered, not counted again.
+        assert harness.run(post_callback(harness, body))[0] == 200
+        assert reports_counted(harness) == counted + 1
+    else:
+        assert reports_counted(harness) == counted
+        assert reports_remembered(harness) == remembered
+
+
+def test_jpush_callbacks_never_5xx_and_never_unsigned(harness: Harness) -> None:
+    _callback_property(harness)
+    harness.run(still_up(harness))
+    if VERBOSE:
+        print(f"\nFUZZ callback: {ran['callback']} examples")
         print_outcomes()
