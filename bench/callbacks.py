@@ -1,0 +1,323 @@
+"""`POST /jpush/callback` throughput with 50 apps configured, beside a bare aiohttp route.
+
+    /work/venv/bin/python bench/callbacks.py [--quick]
+
+A JPush delivery report is signed with one app's credentials, and the bot finds which one by
+trying every configured app (in constant time), so the cost grows with the number of apps:
+this runs with 50. Every report is distinct (its own nonce, hence its own signature), so none
+is answered as a replay; 98 % are 4001 (delivered), 1 % 4005 and 1 % 4006 on a few apps, which
+open alerts and go through the alert engine and the outbox.
+
+Servers, each in its own process pinned to core 0 (`taskset -c 0`), `wrk` pinned to core 1 with
+64 connections and one thread, reading pre-signed bodies from a file:
+
+    bot-memory   bot.web.create_app + bot.app.serve_app, MemoryStore, production logging
+    bot-sqlite   the same with the production default store (sqlite in a temporary directory)
+    bare         an aiohttp handler that reads the body and answers "ok" (the ceiling)
+
+Rounds alternate between servers and the median is reported; CPU time per request (from
+/proc) is printed too, since it does not depend on what else the machine is doing. The goal:
+the bot takes more than 2,000 reports a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlencode
+
+from _common import DEV_KEY, DEV_SECRET, app_name, bench_simulator, jpush_apps_json, median
+from slash import (
+    LOADGEN_CORE,
+    SERVER_CORE,
+    WRK,
+    Server,
+    WrkResult,
+    _read_ready,
+    _wait_for_signal,
+    cpu_seconds,
+    parse_wrk,
+)
+
+APPS = 50
+PATH = "/jpush/callback"
+CONNECTIONS = 64
+GOAL_RPS = 2000.0
+SERVERS = ("bot-memory", "bot-sqlite", "bare")
+# More bodies than any run can post at the rate this machine allows; reused bodies would be
+# answered as replays (cheaper), so a run that exhausts them is flagged.
+BODIES_PER_RUN = 120_000
+
+
+# -- the servers (child processes) ------------------------------------------------------------
+
+
+async def serve_bot(store_kind: str, workdir: Path) -> None:
+    from bot.app import serve_app
+    from bot.logs import setup_logging
+    from bot.notify import ConsoleNotifier
+    from bot.settings import Settings
+    from bot.store.factory import make_store
+    from bot.web import SERVICES, create_app
+
+    sim = bench_simulator(APPS)
+    url = await sim.start()
+    settings = Settings(
+        _env_file=None,
+        jpush_base_url=url,
+        jpush_dev_key=DEV_KEY,
+        jpush_dev_secret=DEV_SECRET,
+        jpush_apps=jpush_apps_json(APPS),
+        poll_interval=timedelta(hours=1),  # no poll cycle while load is applied
+    )
+    state_url = "memory://" if store_kind == "memory" else f"sqlite:///{workdir}/state.db"
+    store = make_store(state_url, retention=settings.history_retention)
+    setup_logging("INFO", "text")
+    app = create_app(settings, store=store, notifier=ConsoleNotifier(sys.stderr))
+
+    async def first_poll_done(port: int) -> None:
+        worker = app[SERVICES].worker
+        deadline = time.monotonic() + 30
+        while worker.last_cycle_at is None:
+            if time.monotonic() > deadline:
+                raise SystemExit("the first poll cycle did not finish within 30 s")
+            await asyncio.sleep(0.01)
+        print(f"READY {port}", flush=True)
+
+    try:
+        await serve_app(app, "127.0.0.1", 0, on_started=first_poll_done)
+    finally:
+        await sim.stop()
+
+
+async def serve_bare() -> None:
+    from aiohttp import web
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post(PATH, handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    print(f"READY {int(runner.addresses[0][1])}", flush=True)
+    await _wait_for_signal()
+    await runner.cleanup()
+
+
+def serve(kind: str, workdir: Path) -> None:
+    coro = (
+        serve_bot(kind.removeprefix("bot-"), workdir) if kind.startswith("bot-") else serve_bare()
+    )
+    asyncio.run(coro)
+
+
+# -- the load ---------------------------------------------------------------------------------
+
+
+class Reports:
+    """Signed, distinct delivery reports, as JPush would post them."""
+
+    def __init__(self) -> None:
+        self._nonce = random.SystemRandom().randrange(10**15, 10**16)
+        self._rng = random.Random(14)
+
+    def body(self) -> str:
+        self._nonce += 1
+        nonce = str(self._nonce)
+        roll = self._rng.random()
+        status = 4005 if roll < 0.01 else 4006 if roll < 0.02 else 4001
+        # 4005/4006 from a few apps (alerts open once, then repeat reports only confirm them).
+        app = self._rng.randrange(3) if status != 4001 else self._rng.randrange(APPS)
+        name = app_name(app)
+        timestamp = str(int(time.time() * 1000))
+        text = (
+            f"appKey={name}-key&appMasterSecret={name}-secret&nonce={nonce}&timestamp={timestamp}"
+        )
+        data = {
+            "msgId": nonce[-9:],
+            "status": status,
+            "receiveTime": int(time.time()),
+            "phone": f"1380013{nonce[-4:]}",
+        }
+        return urlencode(
+            {
+                "nonce": nonce,
+                "timestamp": timestamp,
+                "signature": hashlib.sha1(text.encode()).hexdigest(),
+                "type": "SMS_REPORT",
+                "data": json.dumps(data, separators=(",", ":")),
+            }
+        )
+
+    def write(self, path: Path, n: int) -> Path:
+        path.write_text("\n".join(self.body() for _ in range(n)) + "\n")
+        return path
+
+
+def wrk_script(workdir: Path, bodies: Path) -> Path:
+    script = workdir / "callbacks.lua"
+    script.write_text(
+        "\n".join(
+            [
+                "local bodies = {}",
+                f"for line in io.lines({json.dumps(str(bodies))}) do",
+                "  bodies[#bodies + 1] = line",
+                "end",
+                "local i = 0",
+                'wrk.method = "POST"',
+                'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"',
+                "request = function()",
+                "  i = i + 1",
+                "  if i > #bodies then i = 1 end",
+                "  return wrk.format(nil, nil, nil, bodies[i])",
+                "end",
+            ]
+        )
+        + "\n"
+    )
+    return script
+
+
+def start_server(name: str, workdir: Path) -> Server:
+    cmd = ["taskset", "-c", SERVER_CORE, sys.executable, str(Path(__file__).resolve())]
+    cmd += ["--serve", name, "--workdir", str(workdir)]
+    log = open(workdir / f"{name}.log", "a")  # noqa: SIM115 - closed by Server.stop
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
+    port = _read_ready(process, name, workdir / f"{name}.log")
+    return Server(name, process, port, log)
+
+
+def run_wrk(server: Server, workdir: Path, reports: Reports, seconds: float) -> WrkResult:
+    bodies = reports.write(workdir / "bodies.txt", BODIES_PER_RUN)
+    cmd = ["taskset", "-c", LOADGEN_CORE, WRK, "-t1", f"-c{CONNECTIONS}"]
+    cmd += [f"-d{max(1, round(seconds))}s", "--latency", "-s", str(wrk_script(workdir, bodies))]
+    cmd.append(f"http://127.0.0.1:{server.port}{PATH}")
+    cpu_before = cpu_seconds(server.process.pid)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    cpu_used = cpu_seconds(server.process.pid) - cpu_before
+    if done.returncode != 0:
+        raise SystemExit(f"FAILED: wrk exited {done.returncode}: {done.stderr}")
+    result = parse_wrk(done.stdout)
+    result.cpu_us = cpu_used / max(result.requests, 1) * 1e6
+    if result.non_2xx or result.socket_errors:
+        raise SystemExit(
+            f"FAILED: {server.name}: {result.non_2xx} non-2xx responses,"
+            f" {result.socket_errors} socket errors\n{done.stdout}"
+        )
+    if result.requests > BODIES_PER_RUN:
+        print(f"  note: {server.name} took more than {BODIES_PER_RUN} reports; some were replays")
+    return result
+
+
+def counted(port: int) -> float:
+    """Reports the bot counted (sms_delivery_reports_total, every scope and status)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("sms_delivery_reports_total{")
+    )
+
+
+def check_bot(server: Server, reports: Reports) -> None:
+    body = reports.body().encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{server.port}{PATH}",
+        data=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        method="POST",
+    )
+    before = counted(server.port)
+    with urllib.request.urlopen(request, timeout=5) as response:
+        answer = response.read()
+    if answer != b"ok" or counted(server.port) != before + 1:
+        raise SystemExit(f"FAILED: {server.name} did not count a signed report ({answer!r})")
+
+
+def orchestrate(quick: bool) -> int:
+    seconds = 3.0 if quick else 8.0
+    rounds = 2 if quick else 3
+    reports = Reports()
+    with tempfile.TemporaryDirectory(prefix="bench-callbacks-") as tmp:
+        workdir = Path(tmp)
+        servers: dict[str, Server] = {}
+        try:
+            for name in SERVERS:
+                servers[name] = start_server(name, workdir)
+            for name in ("bot-memory", "bot-sqlite"):
+                check_bot(servers[name], reports)
+            print(f"{len(servers)} servers up; each bot counts a signed report ({APPS} apps)")
+            for name in SERVERS:
+                run_wrk(servers[name], workdir, reports, 1.0)  # warm-up
+            runs: dict[str, list[WrkResult]] = {name: [] for name in SERVERS}
+            for round_no in range(rounds):
+                for name in SERVERS:
+                    result = run_wrk(servers[name], workdir, reports, seconds)
+                    runs[name].append(result)
+                    print(
+                        f"round {round_no + 1} {name:<11} {result.rps:>8.0f} req/s"
+                        f"  p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms"
+                        f"  CPU {result.cpu_us:6.1f} us/req",
+                        flush=True,
+                    )
+            totals = {name: counted(servers[name].port) for name in ("bot-memory", "bot-sqlite")}
+        finally:
+            for server in servers.values():
+                server.stop()
+    print()
+    print(
+        f"POST {PATH}, {APPS} apps, distinct signed reports, {CONNECTIONS} connections,"
+        f" {seconds:.0f} s x {rounds} rounds (median)"
+    )
+    print(f"{'server':<12} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>10}")
+    for name in SERVERS:
+        rps = median([r.rps for r in runs[name]])
+        p50 = median([r.p50_ms for r in runs[name]])
+        p99 = median([r.p99_ms for r in runs[name]])
+        cpu = median([r.cpu_us for r in runs[name]])
+        print(f"{name:<12} {rps:>9.0f} {p50:>8.2f} {p99:>8.2f} {cpu:>10.1f}")
+    print()
+    ok = True
+    bare = median([r.rps for r in runs["bare"]])
+    for name in ("bot-memory", "bot-sqlite"):
+        rps = median([r.rps for r in runs[name]])
+        cpu = median([r.cpu_us for r in runs[name]])
+        passed = rps > GOAL_RPS
+        ok = ok and passed
+        print(
+            f"  {'PASS' if passed else 'FAIL'}  {name}: {rps:.0f} reports/s > {GOAL_RPS:.0f}"
+            f" ({rps / bare:.2f}x bare; {1e6 / cpu:.0f}/s per free core by CPU time;"
+            f" {totals[name]:.0f} reports counted)"
+        )
+    return 0 if ok else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="shorter runs, two rounds")
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, Path(args.workdir))
+        return 0
+    return orchestrate(args.quick)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
