@@ -57,6 +57,9 @@ STATUS_NAMES: Mapping[int, str] = {
     4100: "other",
 }
 
+# Every value the `status` label of sms_delivery_reports_total can take.
+STATUS_LABELS = frozenset({*(str(code) for code in STATUS_NAMES), "other", "reply", "unknown_type"})
+
 _ECHOSTR = re.compile(r"[A-Za-z0-9]{1,64}")
 _NONCE = re.compile(r"-?[0-9A-Za-z_]{1,64}")
 _TIMESTAMP = re.compile(r"[0-9]{1,16}")

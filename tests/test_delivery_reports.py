@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from bot.delivery_reports import (
     MAX_BODY,
+    STATUS_LABELS,
     STATUS_NAMES,
     CallbackApp,
     DeliveryReport,
@@ -172,6 +173,7 @@ def test_every_documented_status(status: int) -> None:
 def test_status_labels_are_bounded(status: object, label: str) -> None:
     data = {"msgId": "m", "status": status, "receiveTime": 1, "phone": "1"}
     assert read_callback(form(data=data), SIGNER, NOW).status_label == label
+    assert label in STATUS_LABELS
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from fake_slack import FakeSlack
 from live_metrics import TOKEN, live_bot, samples
 from prometheus_client.parser import text_string_to_metric_families
 
+from bot.delivery_reports import STATUS_LABELS
 from bot.metrics import SLASH_OUTCOMES, Metrics, authorized
 from bot.quota import QUOTA_TYPES, QuotaType, Scope, ScopeKind, Threshold
 
@@ -25,6 +26,8 @@ LABEL_VALUES = {
     "type": {t.value for t in QUOTA_TYPES},
     "level": {"warning", "critical"},
     "outcome": set(SLASH_OUTCOMES),
+    # Delivery reports by JPush status; refused callbacks by HTTP status.
+    "status": set(STATUS_LABELS) | {"400", "401", "413"},
 }
 
 
