@@ -25,6 +25,8 @@ from bot.store.base import META_BURNS, META_FORECASTS, StateStore
 
 # How much history a sparkline shows.
 TREND_WINDOW = timedelta(hours=24)
+# How far back a single app's reply counts JPush's delivery reports.
+DELIVERY_WINDOW = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,8 @@ class ScopeView:
     trend: Mapping[QuotaType, Sequence[int]] = field(default_factory=dict)
     # The last hour's burn against the usual hour, where a week of history tells the usual.
     burns: Mapping[QuotaType, Burn] = field(default_factory=dict)
+    # Delivery reports of the last hour by status label (single-app replies only).
+    deliveries: Mapping[str, int] = field(default_factory=dict)
 
     # Computed once: renderers ask for levels many times per view.
     levels: dict[QuotaType, Level] | None = field(init=False, compare=False, repr=False)
@@ -59,13 +63,15 @@ def unread_views(
     forecasts: Mapping[str, Mapping[QuotaType, Forecast]] | None = None,
     trends: Mapping[str, Mapping[QuotaType, Sequence[int]]] | None = None,
     burns: Mapping[str, Mapping[QuotaType, Burn]] | None = None,
+    deliveries: Mapping[str, Mapping[str, int]] | None = None,
 ) -> list[ScopeView]:
-    """Every configured scope with only the given readings, forecasts, trends and burns: what
-    is known without reading the store."""
+    """Every configured scope with only the given readings, forecasts, trends, burns and
+    delivery counts: what is known without reading the store."""
     readings = readings or {}
     forecasts = forecasts or {}
     trends = trends or {}
     burns = burns or {}
+    deliveries = deliveries or {}
     return [
         ScopeView(
             scope=s.name,
@@ -75,6 +81,7 @@ def unread_views(
             forecasts=forecasts.get(s.name, {}),
             trend=trends.get(s.name, {}),
             burns=burns.get(s.name, {}),
+            deliveries=deliveries.get(s.name, {}),
         )
         for s in scopes
     ]
@@ -96,11 +103,17 @@ async def load_views(
     forecasts = decode_forecasts(await store.get_meta(META_FORECASTS))
     burns = decode_burns(await store.get_meta(META_BURNS))
     trends: dict[str, dict[QuotaType, list[int]]] = {}
-    if trend_for is not None and any(s.name == trend_for for s in scopes):
+    deliveries: dict[str, dict[str, int]] = {}
+    target = next((s for s in scopes if s.name == trend_for), None)
+    if target is not None:
         since = now - TREND_WINDOW
-        trend = trends[trend_for] = {}
+        trend = trends[target.name] = {}
         for quota_type in QUOTA_TYPES:
-            points = await store.history(trend_for, quota_type, since)
+            points = await store.history(target.name, quota_type, since)
             if points:
                 trend[quota_type] = [v for _, v in points]
-    return unread_views(scopes, latest, forecasts, trends, burns)
+        if target.kind is ScopeKind.APP:
+            deliveries[target.name] = await store.report_counts(
+                target.name, now - DELIVERY_WINDOW, now
+            )
+    return unread_views(scopes, latest, forecasts, trends, burns, deliveries)

@@ -84,13 +84,20 @@ def view(
     trend: Mapping[QuotaType, Sequence[int]] | None = None,
     thresholds: Thresholds = THRESHOLDS,
     now: datetime = NOW,
+    deliveries: Mapping[str, int] | None = None,
 ) -> ScopeView:
     """What the bot knows of one scope; `read_ago=None` means not read yet."""
     read = None
     if read_ago is not None:
         read = reading(name, now - read_ago, balances=balances, error=error, unassigned=unassigned)
     return ScopeView(
-        name, kind_of(name), read, thresholds, dict(forecasts or {}), dict(trend or {})
+        name,
+        kind_of(name),
+        read,
+        thresholds,
+        dict(forecasts or {}),
+        dict(trend or {}),
+        dict(deliveries or {}),
     )
 
 

@@ -302,6 +302,11 @@ BILLING = view("billing", error=SERVER_ERROR, read_ago=40 * MINUTE)
 CRM = view("crm", unassigned=True)
 BLOG = view("blog", values(market=None))
 LATER = view("later", read_ago=None)
+BLOG_REPORTED = view(
+    "blog",
+    values(market=None),
+    deliveries={"4001": 1204, "4005": 3, "4003": 2, "4100": 1, "4010": 1, "reply": 7},
+)
 VIEWS = [ACCOUNT, SHOP, BILLING, CRM, BLOG, LATER]
 STALE = [view(v.scope, values(voice=702), read_ago=2 * HOUR) for v in (ACCOUNT, BLOG)]
 STORE_DOWN = "Error 111 connecting to 127.0.0.1:6379. Connection refused."
@@ -329,6 +334,7 @@ REPLIES: dict[str, Callable[[Locale], str]] = {
     "reply_all": lambda loc: show(loc),
     "reply_scope_with_trend_and_forecast": lambda loc: show(loc, "account"),
     "reply_scope_unreadable": lambda loc: show(loc, "billing", [BILLING]),
+    "reply_app_with_delivery_reports": lambda loc: show(loc, "blog", [BLOG_REPORTED]),
     "reply_scope_not_read_yet": lambda loc: show(loc, "later", []),
     "reply_stale": lambda loc: show(loc, views=STALE),
     "reply_no_scopes": lambda loc: show(loc, views=[]),

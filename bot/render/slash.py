@@ -261,8 +261,11 @@ def _scope_text(
     title = _bold(_esc(scope_title(view.scope, loc)))
     lines = [f"{title} — {STATUS_EMOJI[status]} {lang.status_word[status]}"]
     reading, levels = view.reading, view.levels
+    deliveries = delivery_summary(view.deliveries, loc) if single else None
     if reading is None:
         lines.append(f":hourglass: {lang.not_read_yet}")
+        if deliveries:
+            lines.append(f":incoming_envelope: {deliveries}")
         return "\n".join(lines)
     lines.append(_freshness(view, now, stale_after, loc))
     if reading.error is not None:
@@ -279,7 +282,35 @@ def _scope_text(
         lines.extend(
             _type_line(view, t, balances.get(t), levels[t], now, single, loc) for t in QUOTA_TYPES
         )
+    if deliveries:
+        lines.append(f":incoming_envelope: {deliveries}")
     return "\n".join(lines)
+
+
+# Always shown once any report came in; the others only when they happened.
+_MAIN_OUTCOMES = ("4001", "4005", "4006")
+_OTHER_OUTCOMES = ("4002", "4003", "4004")
+_NOT_DELIVERIES = frozenset({"reply", "unknown_type"})
+
+
+def delivery_summary(counts: Mapping[str, int], loc: Locale = DEFAULT) -> str | None:
+    """`deliveries, last hour: delivered 1,204 · quota exhausted 3 · rate-limited 0`; None
+    when no delivery report came in."""
+    lang = loc.lang
+    reports = {k: n for k, n in counts.items() if k not in _NOT_DELIVERIES and n > 0}
+    if not reports:
+        return None
+    named = (*_MAIN_OUTCOMES, *_OTHER_OUTCOMES)
+    rest = sum(n for k, n in reports.items() if k not in named)
+    items = [(k, reports.get(k, 0)) for k in _MAIN_OUTCOMES]
+    items += [(k, reports[k]) for k in _OTHER_OUTCOMES if k in reports]
+    if rest:
+        items.append(("other", rest))
+    words = lang.delivery_words
+    text = SEP.join(
+        lang.delivery_item.format(word=words.get(k, k), n=fmt_int(n, loc)) for k, n in items
+    )
+    return lang.deliveries.format(items=text)
 
 
 def _scope_summary(view: ScopeView, loc: Locale) -> str:
