@@ -1,9 +1,12 @@
 """`sms-balance-bot demo`: the whole bot with no account at all.
 
 The built-in simulator runs on loopback with quotas that drain fast enough that a warning, an
-escalation and a top-up-and-resolve happen within about a minute. Alerts print to the terminal
-(or go to Slack if Slack is configured), the web server is up, and a signed curl line for
-/sms-balance is printed, anew every few minutes since signatures expire after five.
+escalation, the shop running dry and a top-up-and-resolve happen within about a minute. The
+simulator posts JPush's signed delivery reports to the bot's /jpush/callback, so the moment the
+shop runs dry its failed sends (status 4005) raise a "sends failing" alert at once, without
+waiting for a poll. Alerts print to the terminal (or go to Slack if Slack is configured), the
+web server is up, and a signed curl line for /sms-balance is printed, anew every few minutes
+since signatures expire after five.
 """
 
 from __future__ import annotations
@@ -33,11 +36,13 @@ log = logging.getLogger(__name__)
 POLL_INTERVAL = timedelta(seconds=3)
 CURL_EVERY = 240.0  # seconds; a signature is accepted for 300
 # The simulator's demo preset, sped up so that shop's transactional quota (1,150 at the start)
-# drains 30 a second: it warns after ~5 s and goes critical (< 100) after ~35 s. Then the demo
-# tops it up past the resolve bar (1,100), and the round starts again.
+# drains 30 a second: it warns after ~5 s, goes critical (< 100) after ~35 s and runs dry
+# after ~38 s; every send after that fails and JPush reports it (4005). The demo lets it fail
+# for DRY_FOR, then tops it up past the resolve bar (1,100), and the round starts again.
 SPEED = 180.0
 SHOP_KEY = DEMO_APPS[0][1]
-TOP_UP_TO, TOP_UP_BELOW = 1300, 60
+TOP_UP_TO = 1300
+DRY_FOR = 8.0
 
 
 def demo_overrides(
@@ -69,12 +74,16 @@ def signed_curl(url: str, signing_secret: str, text: str = "", now: float | None
 
 
 async def _top_up_shop(sim: JPushSimulator) -> None:
-    """Plays the operator who buys more quota once the shop's alert has gone critical."""
+    """Plays the operator who buys more quota some seconds after the shop ran dry."""
     while True:
-        await asyncio.sleep(1)
-        value = sim.current_balance(SHOP_KEY, "industry")
-        if value is not None and value < TOP_UP_BELOW:
-            await asyncio.sleep(4)  # long enough for a poll to see the critical value
+        await asyncio.sleep(0.2)
+        if sim.current_balance(SHOP_KEY, "industry") == 0:
+            print(
+                "demo: the shop's industry quota ran dry; JPush reports every failed send"
+                " (4005) to /jpush/callback",
+                flush=True,
+            )
+            await asyncio.sleep(DRY_FOR)
             sim.set_balance(SHOP_KEY, "industry", TOP_UP_TO)
             print(f"demo: the shop's industry quota was topped up to {TOP_UP_TO:,}", flush=True)
 
@@ -116,6 +125,8 @@ async def _run(env_file: str | None, state_dir: str) -> int:
                 f" {int(POLL_INTERVAL.total_seconds())} s. Ctrl-C stops it.",
                 flush=True,
             )
+            for _, key, _ in DEMO_APPS:
+                sim.set_callback(key, f"http://127.0.0.1:{port}/jpush/callback")
             helpers.append(asyncio.create_task(_print_curl(url, secret)))
             helpers.append(asyncio.create_task(_top_up_shop(sim)))
 

@@ -31,6 +31,16 @@ async def test_demo_answers_the_printed_curl_line_and_alerts(tmp_path: Path) -> 
             timeout=30,
             what="an alert on the terminal",
         )
+        # The shop runs dry; the simulator's delivery reports raise the sends-failing alert.
+        await wait_until(
+            lambda: "ran dry" in demo.stdout(), timeout=90, what="the shop running dry"
+        )
+        await wait_until(
+            lambda: "sends failing: quota exhausted" in demo.stdout(),
+            timeout=10,
+            what="the delivery-report alert",
+        )
+        assert "13800138000" not in demo.stdout() + demo.stderr()
         assert any(scratch.iterdir())  # the throwaway state lives there while it runs
         assert await demo.terminate() == 0
         assert list(scratch.iterdir()) == []  # ... and is gone afterwards
