@@ -32,12 +32,15 @@ from bot.jpush import JPushClient
 from bot.metrics import Metrics
 from bot.monitor import Monitor
 from bot.quota import Scope, ScopeKind, ScopeReading
+from bot.report_alerts import RATE_LIMIT_CLEARS_AFTER
 from bot.store.base import StateStore
 
 log = logging.getLogger(__name__)
 
 # Statuses that can open or close an alert; the others are only counted.
 ACTIONABLE = frozenset({DELIVERED, QUOTA_EXHAUSTED, RATE_EXCEEDED})
+# A rate-limited alert resolves this long after the last 4006 (checked a second later).
+EXPIRY_DELAY = RATE_LIMIT_CLEARS_AFTER.total_seconds() + 1.0
 # How long a 4005 that opens an alert waits for the app's fresh quotas before the alert goes
 # out without them (the next poll brings them).
 FETCH_DEADLINE = 2.0
@@ -91,6 +94,7 @@ class ReportIntake:
         metrics: Metrics | None = None,
         wake_delivery: Callable[[], None] = lambda: None,
         fetch_deadline: float = FETCH_DEADLINE,
+        expiry_delay: float = EXPIRY_DELAY,
     ) -> None:
         self._scopes = {s.name: s for s in scopes}
         self._store = store
@@ -101,6 +105,8 @@ class ReportIntake:
         self._wake = wake_delivery
         self._fetch_deadline = fetch_deadline
         self._commits = _GroupCommit(self._commit)
+        self._expiry_delay = expiry_delay
+        self._expiry: asyncio.Task[None] | None = None
 
     async def accept(self, report: DeliveryReport) -> bool:
         now = self._clock()
@@ -118,18 +124,38 @@ class ReportIntake:
                 with contextlib.suppress(StoreError):
                     await self._store.unrecord_report(report.replay_key, report.scope, outcome, now)
                 raise
-        if report.status in (QUOTA_EXHAUSTED, RATE_EXCEEDED):
-            log.warning("delivery report from %s: %s", report.scope, STATUS_NAMES[report.status])
         if self._metrics is not None:
             self._metrics.delivery_reports.labels(report.scope, outcome).inc()
         return True
 
     async def close(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
         await self._commits.close()
 
     async def _commit(self, reports: list[DeliveryReport]) -> None:
         readings = await self._fresh_readings(reports)
         events = await self._monitor.commit_reports(reports, readings)
+        _log_failures(reports)
+        if events:
+            self._wake()
+        if any(r.status == RATE_EXCEEDED for r in reports):
+            self._arm_expiry()
+
+    def _arm_expiry(self) -> None:
+        """Resolve the rate-limited alert on time even when the next poll is an hour away: a
+        commit with no reports expires it, once the last 4006 seen here is old enough."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._expiry = asyncio.get_running_loop().create_task(self._expire_later())
+
+    async def _expire_later(self) -> None:
+        await asyncio.sleep(self._expiry_delay)
+        try:
+            events = await self._monitor.commit_reports([])
+        except StoreError as exc:
+            log.warning("could not expire the rate-limited alert (the next poll will): %s", exc)
+            return
         if events:
             self._wake()
 
@@ -156,6 +182,17 @@ class ReportIntake:
                 "fresh quotas for the delivery-report alert not read in time; sending it without"
             )
         return [task.result() for task in done if task.exception() is None]
+
+
+def _log_failures(reports: Sequence[DeliveryReport]) -> None:
+    """One line per app and failing status per batch, however many reports it held."""
+    failing: dict[tuple[str, int], int] = {}
+    for report in reports:
+        if report.status in (QUOTA_EXHAUSTED, RATE_EXCEEDED):
+            key = (report.scope, report.status)
+            failing[key] = failing.get(key, 0) + 1
+    for (scope, status), n in sorted(failing.items()):
+        log.warning("delivery reports from %s: %d x %s", scope, n, STATUS_NAMES[status])
 
 
 def callback_signer(scopes: Sequence[Scope]) -> Signer:
