@@ -15,6 +15,8 @@ Servers, each in its own process pinned to core 0 (`taskset -c 0`), `wrk` pinned
     bot-sqlite   the same with the production default store (sqlite in a temporary directory)
     bare         an aiohttp handler that reads the body and answers "ok" (the ceiling)
 
+(The servers are bench/slash.py's, with 50 apps and this route.)
+
 Rounds alternate between servers and the median is reported; CPU time per request (from
 /proc) is printed too, since it does not depend on what else the machine is doing. The goal:
 the bot takes more than 2,000 reports a second.
@@ -32,11 +34,10 @@ import sys
 import tempfile
 import time
 import urllib.request
-from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlencode
 
-from _common import DEV_KEY, DEV_SECRET, app_name, bench_simulator, jpush_apps_json, median
+from _common import app_name, median
 from slash import (
     LOADGEN_CORE,
     SERVER_CORE,
@@ -44,9 +45,10 @@ from slash import (
     Server,
     WrkResult,
     _read_ready,
-    _wait_for_signal,
     cpu_seconds,
     parse_wrk,
+    serve_bare,
+    serve_bot,
 )
 
 APPS = 50
@@ -62,67 +64,11 @@ BODIES_PER_RUN = 120_000
 # -- the servers (child processes) ------------------------------------------------------------
 
 
-async def serve_bot(store_kind: str, workdir: Path) -> None:
-    from bot.app import serve_app
-    from bot.logs import setup_logging
-    from bot.notify import ConsoleNotifier
-    from bot.settings import Settings
-    from bot.store.factory import make_store
-    from bot.web import SERVICES, create_app
-
-    sim = bench_simulator(APPS)
-    url = await sim.start()
-    settings = Settings(
-        _env_file=None,
-        jpush_base_url=url,
-        jpush_dev_key=DEV_KEY,
-        jpush_dev_secret=DEV_SECRET,
-        jpush_apps=jpush_apps_json(APPS),
-        poll_interval=timedelta(hours=1),  # no poll cycle while load is applied
-    )
-    state_url = "memory://" if store_kind == "memory" else f"sqlite:///{workdir}/state.db"
-    store = make_store(state_url, retention=settings.history_retention)
-    setup_logging("INFO", "text")
-    app = create_app(settings, store=store, notifier=ConsoleNotifier(sys.stderr))
-
-    async def first_poll_done(port: int) -> None:
-        worker = app[SERVICES].worker
-        deadline = time.monotonic() + 30
-        while worker.last_cycle_at is None:
-            if time.monotonic() > deadline:
-                raise SystemExit("the first poll cycle did not finish within 30 s")
-            await asyncio.sleep(0.01)
-        print(f"READY {port}", flush=True)
-
-    try:
-        await serve_app(app, "127.0.0.1", 0, on_started=first_poll_done)
-    finally:
-        await sim.stop()
-
-
-async def serve_bare() -> None:
-    from aiohttp import web
-
-    async def handle(request: web.Request) -> web.Response:
-        await request.read()
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_post(PATH, handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    print(f"READY {int(runner.addresses[0][1])}", flush=True)
-    await _wait_for_signal()
-    await runner.cleanup()
-
-
 def serve(kind: str, workdir: Path) -> None:
-    coro = (
-        serve_bot(kind.removeprefix("bot-"), workdir) if kind.startswith("bot-") else serve_bare()
-    )
-    asyncio.run(coro)
+    if kind.startswith("bot-"):
+        asyncio.run(serve_bot(kind.removeprefix("bot-"), workdir, apps=APPS))
+    else:
+        asyncio.run(serve_bare(b"ok", path=PATH))
 
 
 # -- the load ---------------------------------------------------------------------------------

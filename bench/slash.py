@@ -82,7 +82,7 @@ async def _wait_for_signal() -> None:
     await stop.wait()
 
 
-async def serve_bot(store_kind: str, workdir: Path) -> None:
+async def serve_bot(store_kind: str, workdir: Path, apps: int = APPS) -> None:
     from bot.app import build_services, serve_app
     from bot.logs import setup_logging
     from bot.notify import ConsoleNotifier
@@ -90,14 +90,14 @@ async def serve_bot(store_kind: str, workdir: Path) -> None:
     from bot.store.factory import make_store
     from bot.web import SERVICES, create_app
 
-    sim = bench_simulator(APPS)
+    sim = bench_simulator(apps)
     url = await sim.start()
     settings = Settings(
         _env_file=None,
         jpush_base_url=url,
         jpush_dev_key=DEV_KEY,
         jpush_dev_secret=DEV_SECRET,
-        jpush_apps=jpush_apps_json(APPS),
+        jpush_apps=jpush_apps_json(apps),
         # Long enough that no poll cycle runs while load is applied.
         poll_interval=timedelta(hours=1),
         slack_signing_secret=SIGNING_SECRET,
@@ -162,7 +162,7 @@ async def serve_bolt(reply: dict[str, Any], *, process_before_response: bool) ->
     await runner.cleanup()
 
 
-async def serve_bare(reply_bytes: bytes) -> None:
+async def serve_bare(reply_bytes: bytes, path: str = PATH) -> None:
     from aiohttp import web
 
     async def handle(request: web.Request) -> web.Response:
@@ -170,7 +170,7 @@ async def serve_bare(reply_bytes: bytes) -> None:
         return web.Response(body=reply_bytes, content_type="application/json", charset="utf-8")
 
     app = web.Application()
-    app.router.add_post(PATH, handle)
+    app.router.add_post(path, handle)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
