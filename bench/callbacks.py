@@ -11,7 +11,7 @@ open alerts and go through the alert engine and the outbox.
 Servers, each in its own process pinned to core 0 (`taskset -c 0`), `wrk` pinned to core 1 with
 64 connections and one thread, reading pre-signed bodies from a file:
 
-    bot-memory   bot.web.create_app + bot.app.serve_app, MemoryStore, production logging
+    bot-memory   bot.web.create_app + bot.app.serve_app, memory:// (SQLite in memory), INFO logs
     bot-sqlite   the same with the production default store (sqlite in a temporary directory)
     bare         an aiohttp handler that reads the body and answers "ok" (the ceiling)
 

@@ -13,7 +13,7 @@ from bot.commands import Command
 from bot.quota import Scope, ScopeKind
 from bot.render.format import block_texts
 from bot.render.slash import delivery_summary, render_reply
-from bot.store.memory import MemoryStore
+from bot.store.sqlite import SqliteStore
 from bot.views import load_views
 
 
@@ -43,7 +43,8 @@ def test_delivery_summary(counts: dict[str, int], line: str | None) -> None:
 
 
 async def test_an_apps_reply_counts_the_last_hours_reports_from_the_store() -> None:
-    store = MemoryStore()
+    store = SqliteStore(":memory:")
+    await store.open()
     shop = Scope("shop", ScopeKind.APP, "shop-key", SecretStr("s"))
     account = Scope("account", ScopeKind.ACCOUNT, "dev", SecretStr("d"))
     for i, (status, ago) in enumerate(

@@ -1,4 +1,4 @@
-"""ReportIntake against a real Monitor, a MemoryStore and the simulator: replays, concurrent
+"""ReportIntake against a real Monitor, a SqliteStore and the simulator: replays, concurrent
 reports, the fresh read behind a 4005, rate limiting expiring on a timer, failures undone."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from bot.quota import QUOTA_TYPES, Scope, ScopeKind, Threshold
 from bot.report_intake import ReportIntake
 from bot.simulator import JPushSimulator, SimScope
 from bot.store.base import CycleCommit
-from bot.store.memory import MemoryStore
+from bot.store.sqlite import SqliteStore
 
 THRESHOLDS = {t: Threshold(1000, 100) for t in QUOTA_TYPES}
 SHOP = Scope("shop", ScopeKind.APP, "shop-key", SecretStr("shop-secret"), THRESHOLDS)
@@ -30,7 +30,7 @@ StartSim = Callable[[JPushSimulator], Awaitable[JPushSimulator]]
 
 
 class Harness:
-    def __init__(self, sim: JPushSimulator, store: MemoryStore, *, expiry_delay: float) -> None:
+    def __init__(self, sim: JPushSimulator, store: SqliteStore, *, expiry_delay: float) -> None:
         assert sim.base_url is not None
         self.sim = sim
         self.store = store
@@ -76,6 +76,11 @@ class Harness:
         await self.client.close()
 
 
+async def opened(store: SqliteStore) -> SqliteStore:
+    await store.open()
+    return store
+
+
 @pytest.fixture
 async def sim(start_sim: StartSim) -> JPushSimulator:
     simulator = JPushSimulator()
@@ -91,7 +96,7 @@ async def sim(start_sim: StartSim) -> JPushSimulator:
 
 
 async def test_concurrent_4005s_open_one_alert_with_one_fresh_read(sim: JPushSimulator) -> None:
-    h = Harness(sim, MemoryStore(), expiry_delay=60)
+    h = Harness(sim, await opened(SqliteStore(":memory:")), expiry_delay=60)
     try:
         results = await asyncio.gather(*[h.intake.accept(h.report(4005)) for _ in range(50)])
         assert results == [True] * 50
@@ -109,7 +114,7 @@ async def test_concurrent_4005s_open_one_alert_with_one_fresh_read(sim: JPushSim
 
 
 async def test_a_replay_is_answered_but_not_handled_again(sim: JPushSimulator) -> None:
-    h = Harness(sim, MemoryStore(), expiry_delay=60)
+    h = Harness(sim, await opened(SqliteStore(":memory:")), expiry_delay=60)
     try:
         report = h.report(4006)
         assert await h.intake.accept(report)
@@ -121,7 +126,7 @@ async def test_a_replay_is_answered_but_not_handled_again(sim: JPushSimulator) -
 
 
 async def test_rate_limiting_resolves_on_a_timer_without_a_poll(sim: JPushSimulator) -> None:
-    h = Harness(sim, MemoryStore(), expiry_delay=0.05)
+    h = Harness(sim, await opened(SqliteStore(":memory:")), expiry_delay=0.05)
     try:
         assert await h.intake.accept(h.report(4006))
         h.clock.advance(timedelta(minutes=15, seconds=1))
@@ -138,7 +143,7 @@ async def test_rate_limiting_resolves_on_a_timer_without_a_poll(sim: JPushSimula
         await h.close()
 
 
-class FailingCommits(MemoryStore):
+class FailingCommits(SqliteStore):
     """A store whose commits fail while `broken` is set."""
 
     broken = True
@@ -150,7 +155,7 @@ class FailingCommits(MemoryStore):
 
 
 async def test_a_report_that_cannot_be_committed_is_forgotten(sim: JPushSimulator) -> None:
-    store = FailingCommits()
+    store = await opened(FailingCommits(":memory:"))
     h = Harness(sim, store, expiry_delay=60)
     try:
         report = h.report(4006)
@@ -166,7 +171,7 @@ async def test_a_report_that_cannot_be_committed_is_forgotten(sim: JPushSimulato
 
 
 async def test_counted_only_statuses_write_no_alert_state(sim: JPushSimulator) -> None:
-    h = Harness(sim, MemoryStore(), expiry_delay=60)
+    h = Harness(sim, await opened(SqliteStore(":memory:")), expiry_delay=60)
     try:
         for status in (4001, 4002, 4100):
             assert await h.intake.accept(h.report(status))

@@ -811,8 +811,12 @@ def reports_counted(harness: Harness) -> float:
 
 def reports_remembered(harness: Harness) -> int:
     store = harness.client.app[SERVICES].store
-    assert isinstance(store, MemoryStore)
-    return len(store.data.seen_reports)
+    assert isinstance(store, SqliteStore)
+    conn = store.sqlite._conn
+    assert conn is not None
+    with store.sqlite._lock:
+        (count,) = conn.execute("SELECT COUNT(*) FROM seen_reports").fetchone()
+    return int(count)
 
 
 async def post_callback(harness: Harness, body: bytes) -> tuple[int, bytes]:
