@@ -176,7 +176,7 @@ class Lang:
     # zone's abbreviation ("CST" is also US Central): "Asia/Shanghai" -> "北京时间".
     zone_names: Mapping[str, str] = field(default_factory=dict)
 
-    # --- delivery reports (JPush callbacks); English until a table words them ---
+    # --- delivery reports (JPush callbacks); a table without them reads English ---
     sends_failing: str = "sends failing: quota exhausted (JPush reports 4005)"
     sends_rate_limited: str = "sends rate-limited (JPush reports 4006)"
     sends_work_again: str = "sends delivered again"
