@@ -97,7 +97,7 @@ def view(
         thresholds,
         dict(forecasts or {}),
         dict(trend or {}),
-        dict(deliveries or {}),
+        deliveries=dict(deliveries or {}),
     )
 
 
