@@ -5,18 +5,23 @@ Every secret is a SecretStr; no error message built here ever includes an input 
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import math
 import re
 from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import redis.asyncio as aioredis
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -32,25 +37,55 @@ from bot.render.format import Locale
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _APP_NAME = re.compile(r"^[a-z0-9_-]+$")
+# Nothing the bot waits for or looks back over is longer than this; it also keeps every
+# date computed from a duration far inside datetime's range.
+MAX_DURATION = timedelta(days=400)
+MAX_POLL_INTERVAL = timedelta(days=1)
+MAX_JPUSH_TIMEOUT = 300.0
+# Thresholds are compared with balances, which JPush reports as 64-bit integers.
+MAX_THRESHOLD = 2**63 - 1
+_HOSTNAME = re.compile(r"^(?=.{1,253}\.?$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+$")
+_TOKEN = re.compile(r"^[\x21-\x7e]+$")
+_CHANNEL = re.compile(r"^[^\s\x00-\x1f\x7f]{1,80}$")
 
 
-def parse_duration(value: object) -> timedelta:
-    """`90`, `30s`, `5m`, `6h`, `1d` (or a timedelta / number of seconds) -> timedelta."""
+def parse_duration(value: object, limit: timedelta = MAX_DURATION) -> timedelta:
+    """`90`, `30s`, `5m`, `6h`, `1d` (or a timedelta / number of seconds) -> timedelta.
+
+    Raises ValueError for anything else, and for more than `limit`.
+    """
     if isinstance(value, timedelta):
         return value
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 90, 30s, 5m, 6h or 1d")
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
-        return timedelta(seconds=value)
-    match = _DURATION.match(str(value).lower())
-    if not match:
-        raise ValueError("expected a duration such as 90, 30s, 5m, 6h or 1d")
-    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value).lower())
+        if not match:
+            raise ValueError("expected a duration such as 90, 30s, 5m, 6h or 1d")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if not math.isfinite(seconds):
+        raise ValueError("a duration must be a finite number")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    if seconds > limit.total_seconds():
+        raise ValueError(f"must be at most {_describe_duration(limit)}")
+    return timedelta(seconds=seconds)
+
+
+def _describe_duration(value: timedelta) -> str:
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+PollDuration = Annotated[
+    timedelta, BeforeValidator(lambda value: parse_duration(value, MAX_POLL_INTERVAL))
+]
 
 
 _CHANNEL = re.compile(r"^[CGD][A-Z0-9]{2,}$")
@@ -60,8 +95,8 @@ _HH_MM = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])$")
 
 class ThresholdOverride(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    warning: int | None = Field(default=None, ge=0)
-    critical: int | None = Field(default=None, ge=0)
+    warning: int | None = Field(default=None, ge=0, le=MAX_THRESHOLD)
+    critical: int | None = Field(default=None, ge=0, le=MAX_THRESHOLD)
 
 
 class AppConfig(BaseModel):
@@ -112,26 +147,26 @@ class Settings(BaseSettings):
     # and never echoes the (secret-bearing) JSON back.
     jpush_apps: SecretStr | None = None
     jpush_base_url: str = "https://api.sms.jpush.cn"
-    jpush_timeout: float = Field(default=10.0, gt=0)
+    jpush_timeout: float = Field(default=10.0, gt=0, le=MAX_JPUSH_TIMEOUT, allow_inf_nan=False)
     jpush_concurrency: int = Field(default=4, ge=1, le=1000)
 
-    alert_warning_balance: int = Field(default=1000, ge=0)
-    alert_warning_voice: int = Field(default=1000, ge=0)
-    alert_warning_industry: int = Field(default=1000, ge=0)
-    alert_warning_market: int = Field(default=1000, ge=0)
-    alert_critical_balance: int = Field(default=100, ge=0)
-    alert_critical_voice: int = Field(default=100, ge=0)
-    alert_critical_industry: int = Field(default=100, ge=0)
-    alert_critical_market: int = Field(default=100, ge=0)
+    alert_warning_balance: int = Field(default=1000, ge=0, le=MAX_THRESHOLD)
+    alert_warning_voice: int = Field(default=1000, ge=0, le=MAX_THRESHOLD)
+    alert_warning_industry: int = Field(default=1000, ge=0, le=MAX_THRESHOLD)
+    alert_warning_market: int = Field(default=1000, ge=0, le=MAX_THRESHOLD)
+    alert_critical_balance: int = Field(default=100, ge=0, le=MAX_THRESHOLD)
+    alert_critical_voice: int = Field(default=100, ge=0, le=MAX_THRESHOLD)
+    alert_critical_industry: int = Field(default=100, ge=0, le=MAX_THRESHOLD)
+    alert_critical_market: int = Field(default=100, ge=0, le=MAX_THRESHOLD)
     alert_repeat_interval: Duration = timedelta(hours=24)
-    alert_resolve_margin: float = Field(default=10.0, ge=0, le=1000)
-    alert_failures_before_alert: int = Field(default=3, ge=1)
+    alert_resolve_margin: float = Field(default=10.0, ge=0, le=1000, allow_inf_nan=False)
+    alert_failures_before_alert: int = Field(default=3, ge=1, le=1000)
     alert_forecast_horizon: Duration = timedelta(days=3)
     alert_drop_percent: float = Field(default=30.0, ge=0, le=100)
     alert_burn_factor: float = Field(default=5.0, ge=0, le=1000)
     history_retention: Duration = timedelta(days=14)
 
-    poll_interval: Duration = timedelta(minutes=5)
+    poll_interval: PollDuration = timedelta(minutes=5)
 
     slack_bot_token: SecretStr | None = None
     slack_channel: str | None = None
@@ -167,8 +202,20 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: str = "text"
 
-    # Parsed forms, filled by the validators below.
-    apps: list[AppConfig] = Field(default_factory=list, exclude=True)
+    # Parsed from JPUSH_APPS by the validators below; private, so no variable can set it.
+    _apps: list[AppConfig] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _encodable(cls, data: Any) -> Any:
+        # A value that is not valid UTF-8 (the OS hands those over as lone surrogates) would
+        # only fail when first sent somewhere: refuse it now, naming the variable.
+        if isinstance(data, dict):
+            for name, value in data.items():
+                raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+                if isinstance(raw, str) and not _encodable(raw):
+                    raise _named(str(name).upper(), "is not valid UTF-8 text")
+        return data
 
     @field_validator("poll_interval")
     @classmethod
@@ -195,15 +242,42 @@ class Settings(BaseSettings):
     @field_validator("jpush_base_url", "slack_api_url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^\s/]+", value):
-            raise ValueError("must be an http:// or https:// URL")
+        _check_http_url(value)
+        return value
+
+    @field_validator("slack_webhook_url")
+    @classmethod
+    def _webhook(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _check_http_url(value.get_secret_value(), credentials_allowed=False)
+        return value
+
+    @field_validator("slack_bot_token")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        # It travels in an HTTP header: anything but visible ASCII would fail on every send.
+        if value is not None and not _TOKEN.match(value.get_secret_value()):
+            raise ValueError("must be a token (visible ASCII characters, no spaces)")
+        return value
+
+    @field_validator("slack_channel")
+    @classmethod
+    def _channel(cls, value: str | None) -> str | None:
+        if value is not None and not _CHANNEL.match(value):
+            raise ValueError("must be a channel ID or name (at most 80 characters, no spaces)")
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        _check_host(value)
         return value
 
     @field_validator("dingtalk_webhook_url", "feishu_webhook_url", "wecom_webhook_url")
     @classmethod
     def _secret_url(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not re.match(r"^https?://[^\s/]+", value.get_secret_value()):
-            raise ValueError("must be an http:// or https:// URL")
+        if value is not None:
+            _check_http_url(value.get_secret_value())
         return value
 
     @field_validator("message_language", mode="before")
@@ -292,7 +366,7 @@ class Settings(BaseSettings):
                     f" ({warning})",
                 )
         raw_apps = self.jpush_apps.get_secret_value() if self.jpush_apps is not None else None
-        self.apps = _parse_apps(raw_apps, self.global_thresholds())
+        self._apps = _parse_apps(raw_apps, self.global_thresholds())
         if self.slack_bot_token and not self.slack_channel:
             raise _named("SLACK_CHANNEL", "is required when SLACK_BOT_TOKEN is set")
         for secret, url in (
@@ -301,10 +375,13 @@ class Settings(BaseSettings):
         ):
             if getattr(self, secret.lower()) is not None and getattr(self, url.lower()) is None:
                 raise _named(url, f"is required when {secret} is set")
-        url = self.effective_state_url
-        if not url.startswith(("sqlite:///", "redis://", "rediss://", "memory://")):
-            raise _named("STATE_URL", "must start with sqlite:///, redis:// or rediss://")
+        variable = "STATE_URL" if self.state_url else "REDIS_URL"
+        _check_state_url(variable, self.effective_state_url)
         return self
+
+    @property
+    def apps(self) -> list[AppConfig]:
+        return self._apps
 
     def global_thresholds(self) -> dict[QuotaType, Threshold]:
         result = {}
@@ -428,6 +505,69 @@ def _parse_apps(raw: str | None, glob: dict[QuotaType, Threshold]) -> list[AppCo
     return apps
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
+
+
+def _check_http_url(value: str, *, credentials_allowed: bool = False) -> None:
+    """Raise ValueError unless `value` is a whole http(s) URL the HTTP client will accept.
+
+    The reasons never quote the value: a webhook URL's path is its secret.
+    """
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise ValueError("must be an http:// or https:// URL (no spaces or control characters)")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+        host = parts.hostname
+    except ValueError:
+        raise ValueError("must be an http:// or https:// URL (it does not parse)") from None
+    if parts.scheme.lower() not in ("http", "https") or not host:
+        raise ValueError("must be an http:// or https:// URL")
+    if port == 0:
+        raise ValueError("must be an http:// or https:// URL (port 0 is not a port)")
+    if not credentials_allowed and (parts.username is not None or parts.password is not None):
+        raise ValueError("must not carry credentials (user:password@)")
+    try:
+        _check_host(host)
+    except ValueError:
+        raise ValueError("must be an http:// or https:// URL (the host is not valid)") from None
+
+
+def _check_host(value: str) -> None:
+    try:
+        ipaddress.ip_address(value.strip("[]") if value.startswith("[") else value)
+        return
+    except ValueError:
+        pass
+    # Dotted numbers that are not an IPv4 address (256.1.1.1) are a typo, not a name.
+    if re.fullmatch(r"[0-9.]+", value) or not _HOSTNAME.match(value):
+        raise ValueError("must be an IP address or a host name")
+
+
+def _check_state_url(variable: str, url: str) -> None:
+    """Parse the store URL completely now, so that nothing fails on it once the bot runs."""
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme == "memory":
+        return
+    if scheme == "sqlite":
+        if not url.startswith("sqlite:///") or len(url) == len("sqlite:///"):
+            raise _named(variable, "expected sqlite:///PATH (sqlite:////PATH if absolute)")
+        return
+    if scheme not in ("redis", "rediss"):
+        raise _named(variable, "must start with sqlite:///, redis:// or rediss://")
+    try:
+        # The same parser, and the same connection class, the Redis store uses: an unknown
+        # query option or a bad port fails here, not at the first connect.
+        aioredis.ConnectionPool.from_url(url).make_connection()  # type: ignore[no-untyped-call]
+    except Exception:
+        raise _named(variable, f"is not a valid {scheme}:// URL") from None
+
+
 class _NamedError(ValueError):
     """A validation failure that already knows which variable it is about."""
 
@@ -461,9 +601,11 @@ def load_settings(env_file: str | Path | None = None, **overrides: Any) -> Setti
     except _NamedError as exc:
         raise ConfigError(f"{exc.variable}: {exc.reason}") from None
     except Exception as exc:
-        # pydantic-settings raises SettingsError for undecodable values; keep it to one line
-        # and leave out the value itself.
-        raise ConfigError(f"configuration could not be read: {type(exc).__name__}") from None
+        # pydantic-settings raises SettingsError for undecodable values; keep it to one line,
+        # name the variable when it says which, and leave out the value itself.
+        found = re.search(r'field "([a-z0-9_]+)"', str(exc))
+        where = found.group(1).upper() if found else "configuration"
+        raise ConfigError(f"{where}: could not be read ({type(exc).__name__})") from None
 
 
 def _describe(exc: ValidationError) -> str:
