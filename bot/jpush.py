@@ -15,8 +15,6 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC
-from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any
 
@@ -36,6 +34,7 @@ from bot.errors import (
     JPushTransientError,
 )
 from bot.quota import QUOTA_TYPES, Balances, FetchError, Scope, ScopeKind, ScopeReading
+from bot.retry_after import bounded_pause, parse_retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +51,9 @@ _REQUEST_CODES: dict[int, str] = {
 RATE_LIMITED = 50009
 SERVER_ERROR = 50019
 NOT_ASSIGNED = 50033
-# JPush's frequency limit is counted per second: after a 50009 without a Retry-After, an earlier
-# call would only be refused again.
-RATE_LIMIT_PAUSE = 1.0
+# The longest pause ever honoured: one answer must not silence a scope for longer than this
+# (the bot also caps it at one poll interval).
+MAX_PAUSE = 300.0
 _KNOWN_CODES = {*_CONFIG_CODES, *_REQUEST_CODES, RATE_LIMITED, SERVER_ERROR, NOT_ASSIGNED}
 
 _PATHS: dict[ScopeKind, str] = {
@@ -76,6 +75,7 @@ class JPushClient:
         concurrency: int = 4,
         retry_budget: float = 30.0,
         max_attempts: int = 5,
+        max_pause: float = MAX_PAUSE,
         max_body_bytes: int = 64 * 1024,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Clock = utcnow,
@@ -91,6 +91,7 @@ class JPushClient:
         self._concurrency = concurrency
         self._retry_budget = retry_budget
         self._max_attempts = max_attempts
+        self._max_pause = max(0.0, min(max_pause, MAX_PAUSE))
         self._max_body_bytes = max_body_bytes
         self._sleep = sleep
         self._clock = clock
@@ -99,10 +100,11 @@ class JPushClient:
         self._session = session
         self._owns_session = session is None
         self._semaphore: asyncio.Semaphore | None = None
-        # Shared by all scopes: no request before this monotonic time (a rate limit or a
-        # Retry-After), and the error that asked for it.
-        self._not_before = -math.inf
-        self._pause_reason: JPushTransientError | None = None
+        # Per credential (a JPush key): no request before this monotonic time (a rate limit or
+        # a Retry-After), and the error that asked for it. One app's pause never holds back
+        # the others.
+        self._not_before: dict[str, float] = {}
+        self._pause_reason: dict[str, JPushTransientError] = {}
         self._backoff = wait_random_exponential(multiplier=0.5, max=10)
 
     async def __aenter__(self) -> JPushClient:
@@ -181,12 +183,19 @@ class JPushClient:
     def _wait(self, state: RetryCallState) -> float:
         delay = float(self._backoff(state))
         exc = state.outcome.exception() if state.outcome else None
-        pause = _pause_for(exc) if isinstance(exc, JPushTransientError) else None
+        pause = self._pause_for(exc) if isinstance(exc, JPushTransientError) else None
         # The server said when to come back: never earlier.
         return max(delay, pause) if pause is not None else delay
 
+    def _pause_for(self, exc: JPushTransientError) -> float | None:
+        """How long the server asked this credential to stay away, if it did, capped."""
+        if exc.retry_after is None and not isinstance(exc, JPushRateLimited):
+            return None
+        # A rate limit that names no pause gets the default one.
+        return bounded_pause(exc.retry_after, self._max_pause)
+
     @asynccontextmanager
-    async def _slot(self, started: float) -> AsyncIterator[None]:
+    async def _slot(self, scope: Scope, started: float) -> AsyncIterator[None]:
         """Hold one of the `concurrency` slots, once any pause JPush asked for has passed.
 
         Sleeps happen without a slot. A pause that begins while we queue for a slot sends us
@@ -194,14 +203,15 @@ class JPushClient:
         sleep.
         """
         semaphore = self._get_semaphore()
+        key = _credential(scope)
         waited_for: float | None = None
         while True:
-            not_before = self._not_before
+            not_before = self._not_before.get(key, -math.inf)
             if not_before != waited_for:
-                await self._wait_out_pause(not_before, started)
+                await self._wait_out_pause(key, not_before, started)
                 waited_for = not_before
             await semaphore.acquire()
-            if self._not_before == waited_for:
+            if self._not_before.get(key, -math.inf) == waited_for:
                 break
             semaphore.release()
         try:
@@ -209,11 +219,11 @@ class JPushClient:
         finally:
             semaphore.release()
 
-    async def _wait_out_pause(self, not_before: float, started: float) -> None:
+    async def _wait_out_pause(self, key: str, not_before: float, started: float) -> None:
         delay = not_before - self._monotonic()
         if delay <= 0:
             return
-        reason = self._pause_reason
+        reason = self._pause_reason.get(key)
         if self._monotonic() - started + delay > self._retry_budget and reason is not None:
             # Calling anyway would only be refused again; report the pause as this scope's error.
             raise type(reason)(
@@ -224,15 +234,16 @@ class JPushClient:
             )
         await self._sleep(delay)
 
-    def _note_pause(self, exc: JPushTransientError) -> None:
-        """A rate limit or a Retry-After holds back every scope, not only the one refused."""
-        pause = _pause_for(exc)
+    def _note_pause(self, scope: Scope, exc: JPushTransientError) -> None:
+        """A rate limit or a Retry-After holds back every scope using the same credential."""
+        pause = self._pause_for(exc)
         if pause is None:
             return
+        key = _credential(scope)
         until = self._monotonic() + pause
-        if until > self._not_before:
-            self._not_before = until
-            self._pause_reason = exc
+        if until > self._not_before.get(key, -math.inf):
+            self._not_before[key] = until
+            self._pause_reason[key] = exc
 
     async def _attempt(self, scope: Scope, started: float) -> Balances | None:
         session = self._get_session()
@@ -240,7 +251,7 @@ class JPushClient:
         try:
             # Only the exchange itself holds a slot; backoff sleeps happen outside it.
             async with (
-                self._slot(started),
+                self._slot(scope, started),
                 session.get(
                     self.url_for(scope.kind),
                     headers=headers,
@@ -249,7 +260,7 @@ class JPushClient:
                 ) as response,
             ):
                 status = response.status
-                retry_after = _parse_retry_after(response.headers.get("Retry-After"), self._clock)
+                retry_after = parse_retry_after(response.headers.get("Retry-After"), self._clock)
                 body = await _read_limited(response, self._max_body_bytes)
         except TimeoutError:
             raise JPushNetworkError(f"network error: timed out after {self._timeout:g}s") from None
@@ -266,7 +277,7 @@ class JPushClient:
                 max_body_bytes=self._max_body_bytes,
             )
         except JPushTransientError as exc:
-            self._note_pause(exc)
+            self._note_pause(scope, exc)
             raise
 
     def _get_session(self) -> aiohttp.ClientSession:
@@ -309,13 +320,8 @@ class JPushClient:
         )
 
 
-def _pause_for(exc: JPushTransientError) -> float | None:
-    """How long the server asked everyone to stay away, if it did."""
-    if exc.retry_after is not None:
-        return exc.retry_after
-    if isinstance(exc, JPushRateLimited):
-        return RATE_LIMIT_PAUSE
-    return None
+def _credential(scope: Scope) -> str:
+    return f"{scope.kind.value}:{scope.key}"
 
 
 def _fetch_error(exc: JPushError) -> FetchError:
@@ -342,26 +348,6 @@ async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes |
         size += len(chunk)
         if size > limit:
             return None
-
-
-def _parse_retry_after(value: str | None, clock: Clock) -> float | None:
-    """`Retry-After` as seconds: delta-seconds or an HTTP date; None when absent or unusable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - clock()).total_seconds()
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
 
 
 def _describe_network(exc: BaseException) -> str:

@@ -25,6 +25,7 @@ from bot.errors import DeliveryRefused, DeliveryRetryable
 from bot.incidents import IncidentPolicy
 from bot.outbox import Routing
 from bot.render.alert import SlackMessage
+from bot.retry_after import bounded_pause, parse_retry_after
 from bot.settings import Settings
 from bot.store.base import OutboxMessage, Receipt
 
@@ -87,24 +88,26 @@ class Notifier(Protocol):
     async def close(self) -> None: ...
 
 
+# The longest pause a Slack 429 can impose on the outbox, whatever its Retry-After says.
+MAX_SLACK_PAUSE = 15 * 60.0
+
+
 def _retry_after(headers: Any) -> float | None:
     if not headers:
         return None
     for key, value in dict(headers).items():
         if str(key).lower() == "retry-after":
-            try:
-                return max(0.0, float(value))
-            except (TypeError, ValueError):
-                return None
+            if isinstance(value, list | tuple):
+                value = value[0] if value else ""
+            return parse_retry_after(str(value), lambda: datetime.now(UTC))
     return None
 
 
 def classify(status: int, error: str | None, headers: Any) -> Exception:
     """Map an HTTP status and Slack error string to a delivery error."""
     if status == 429 or error == "ratelimited":
-        return DeliveryRetryable(
-            f"rate limited by Slack (HTTP {status})", retry_after=_retry_after(headers) or 1.0
-        )
+        pause = bounded_pause(_retry_after(headers), MAX_SLACK_PAUSE)
+        return DeliveryRetryable(f"rate limited by Slack (HTTP {status})", retry_after=pause)
     if status >= 500:
         return DeliveryRetryable(f"Slack server error (HTTP {status})")
     if error in REFUSALS:

@@ -41,7 +41,7 @@ class Post:
 class Answer:
     status: int = 200
     error: str | None = None  # Slack `ok: false` error string
-    retry_after: float | None = None
+    retry_after: float | str | None = None  # a str is sent as is (hostile values)
     drop: bool = False  # close the connection without answering
     lose_answer: bool = False  # keep the message, then close the connection without answering
 
@@ -197,7 +197,7 @@ class FakeSlack:
             return web.Response(status=500)
         headers = {}
         if answer.retry_after is not None:
-            headers["Retry-After"] = str(int(answer.retry_after))
+            headers["Retry-After"] = _header(answer.retry_after)
         if answer.status == 429:
             return web.json_response(
                 {"ok": False, "error": "ratelimited"}, status=429, headers=headers
@@ -303,7 +303,7 @@ class FakeSlack:
             request.transport.close()
             return web.Response(status=500)
         if answer.status == 429:
-            headers = {"Retry-After": str(int(answer.retry_after or 1))}
+            headers = {"Retry-After": _header(answer.retry_after or 1)}
             return web.Response(status=429, text="rate_limited", headers=headers)
         if answer.status != 200:
             return web.Response(status=answer.status, text=answer.error or "server_error")
@@ -314,3 +314,7 @@ class FakeSlack:
 
 def _truthy(value: Any) -> bool:
     return value is True or str(value).lower() in ("1", "true")
+
+
+def _header(retry_after: float | str) -> str:
+    return retry_after if isinstance(retry_after, str) else str(int(retry_after))

@@ -42,6 +42,7 @@ from bot.errors import (
 )
 from bot.jpush import JPushClient, interpret_response
 from bot.quota import QuotaType, ScopeKind, ScopeReading
+from bot.retry_after import parse_retry_after
 from bot.simulator import JPushSimulator
 
 FIXED_NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -76,7 +77,9 @@ def make_client(sim: JPushSimulator, fake_time: FakeTime, **options: Any) -> JPu
 
 @pytest.fixture
 async def client(sim: JPushSimulator, fake_time: FakeTime) -> AsyncIterator[JPushClient]:
-    async with make_client(sim, fake_time) as jpush:
+    # A rate limit without Retry-After pauses 30 (fake) seconds: a budget that fits every
+    # attempt keeps these tests about the attempts, not the budget.
+    async with make_client(sim, fake_time, retry_budget=1000) as jpush:
         yield jpush
 
 
@@ -407,47 +410,61 @@ async def test_retry_after_beyond_the_budget_gives_up_at_once(
     assert fake_time.sleeps == []
 
 
-async def test_a_pause_asked_by_one_scope_holds_back_all(sim: JPushSimulator) -> None:
-    """After a 50009 with Retry-After, no scope calls JPush before the pause is over.
+async def test_a_pause_holds_back_only_the_credential_it_was_asked_for(
+    sim: JPushSimulator,
+) -> None:
+    """After a 50009 with Retry-After, that key waits; the other scopes read at once.
 
-    Real (short) sleeps: the point is when the other scopes' requests go out.
+    Real (short) sleeps: the point is when each scope's requests go out.
     """
-    requested_at: list[float] = []
+    requested_at: dict[str, list[float]] = {}
 
-    async def on_request_start(*_: object) -> None:
-        requested_at.append(time.monotonic())
+    async def on_request_start(
+        _: object, __: object, params: aiohttp.TraceRequestStartParams
+    ) -> None:
+        auth = params.headers.get("Authorization", "")
+        requested_at.setdefault(auth, []).append(time.monotonic())
 
     tracing = aiohttp.TraceConfig()
     tracing.on_request_start.append(on_request_start)
-    sim.fail_next(1, code=50009, key=ACCOUNT_KEY, headers={"Retry-After": "0.3"})
+    sim.fail_next(1, code=50009, key=ACCOUNT_KEY, headers={"Retry-After": "0.5"})
     assert sim.base_url is not None
+    started = time.monotonic()
     async with aiohttp.ClientSession(trace_configs=[tracing]) as session:
         jpush = JPushClient(sim.base_url, concurrency=1, session=session)
         readings = await jpush.fetch_all([account_scope(), *(app_scope(n) for n in APPS)])
 
     assert all(r.error is None for r in readings)
     assert sim.stats.requests == 5  # one refusal, then each scope once
-    assert len(requested_at) == 5
-    assert all(when >= requested_at[0] + 0.29 for when in requested_at[1:])
+    account_times = [t for times in requested_at.values() if len(times) == 2 for t in times]
+    assert len(account_times) == 2
+    assert account_times[1] >= account_times[0] + 0.49
+    others = [times[0] for times in requested_at.values() if len(times) == 1]
+    assert len(others) == 3
+    assert all(when < started + 0.45 for when in others), "the other scopes waited"
 
 
-async def test_a_pause_beyond_the_budget_fails_all_scopes_without_calling(
+async def test_a_pause_beyond_the_budget_fails_that_scope_without_calling_again(
     sim: JPushSimulator, fake_time: FakeTime
 ) -> None:
     sim.fail_next(1, code=50009, key=ACCOUNT_KEY, headers={"Retry-After": "3600"})
     async with make_client(sim, fake_time, concurrency=1, retry_budget=30) as jpush:
         readings = await jpush.fetch_all([account_scope(), *(app_scope(n) for n in APPS)])
-        assert sim.stats.requests == 1
-        for reading in readings:
-            assert_failed(reading)
-            assert reading.error is not None
-            assert reading.error.code == 50009
-            assert not reading.error.config
-        assert "pause" in str(readings[1].error)
-        # Once the pause is over, the same client reads again.
-        fake_time.now += 3600
-        reading = await jpush.fetch(app_scope("shop"))
-    assert reading.balances == typed(app_balances(0))
+        assert sim.stats.requests == 4
+        account = readings[0]
+        assert_failed(account)
+        assert account.error is not None
+        assert account.error.code == 50009
+        assert not account.error.config
+        assert all(r.error is None for r in readings[1:])
+        # A second cycle inside the pause does not call for that key either.
+        again = await jpush.fetch(account_scope())
+        assert "pause" in str(again.error)
+        assert sim.stats.requests == 4
+        # The hour asked for is capped at five minutes: then the same client reads again.
+        fake_time.now += 300
+        reading = await jpush.fetch(account_scope())
+    assert reading.balances == typed(ACCOUNT_BALANCES)
 
 
 # -- network trouble -------------------------------------------------------------------------
@@ -709,3 +726,43 @@ async def test_any_answer_never_crashes_or_invents_a_value(
     except ValueError:
         pass
     assert dict(reading.balances) in (served, typed(app_balances(0)))
+
+
+# -- hostile Retry-After values --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        (None, None),
+        ("7", 7.0),
+        ("0", 0.0),
+        ("-5", 30.0),
+        ("soon", 30.0),
+        ("", 30.0),
+        ("inf", 30.0),
+        ("-inf", 30.0),
+        ("nan", 30.0),
+        ("1e400", 30.0),
+        ("Mon, 99 Foo 99999 99:99:99 GMT", 30.0),
+        (format_datetime(FIXED_NOW - timedelta(seconds=5), usegmt=True), 0.0),
+        (format_datetime(FIXED_NOW + timedelta(seconds=12), usegmt=True), 12.0),
+    ],
+)
+def test_retry_after_values(header: str | None, seconds: float | None) -> None:
+    assert parse_retry_after(header, lambda: FIXED_NOW) == (
+        None if seconds is None else pytest.approx(seconds, abs=0.01)
+    )
+
+
+@pytest.mark.parametrize("header", ["86400", "inf", "nan", "-1", "garbage", None])
+async def test_a_pause_is_capped_by_max_pause(
+    sim: JPushSimulator, fake_time: FakeTime, header: str | None
+) -> None:
+    headers = {} if header is None else {"Retry-After": header}
+    sim.fail_next(1, code=50009, key=app_key("shop"), headers=headers)
+    async with make_client(sim, fake_time, max_pause=2.0) as jpush:
+        reading = await jpush.fetch(app_scope("shop"))
+    assert reading.error is None
+    assert len(fake_time.sleeps) == 1
+    assert fake_time.sleeps[0] == pytest.approx(2.0)
