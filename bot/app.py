@@ -114,6 +114,8 @@ def build_services(
         concurrency=settings.jpush_concurrency,
         clock=clock,
         monotonic=monotonic,
+        # No answer may silence a JPush key for longer than one poll interval.
+        max_pause=settings.poll_interval.total_seconds(),
     )
     monitor = Monitor(
         scopes,

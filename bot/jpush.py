@@ -54,6 +54,7 @@ NOT_ASSIGNED = 50033
 # The longest pause ever honoured: one answer must not silence a scope for longer than this
 # (the bot also caps it at one poll interval).
 MAX_PAUSE = 300.0
+_MAX_CODE = 999_999_999
 _KNOWN_CODES = {*_CONFIG_CODES, *_REQUEST_CODES, RATE_LIMITED, SERVER_ERROR, NOT_ASSIGNED}
 
 _PATHS: dict[ScopeKind, str] = {
@@ -405,6 +406,9 @@ def _error_code(data: Any) -> tuple[int | None, str | None]:
         return None, None
     code = error.get("code")
     if not isinstance(code, int) or isinstance(code, bool):
+        return None, None
+    if not 0 <= code <= _MAX_CODE:
+        # Not a JPush code (they have five digits): a 4,000-digit number is not shown anywhere.
         return None, None
     message = error.get("message")
     return code, _sanitize(message) if isinstance(message, str) else None
