@@ -65,9 +65,7 @@ async def test_one_apps_retry_after_neither_blinds_the_others_nor_lasts(
     """503/50019 with a day-long (or unusable) Retry-After, once, from one app."""
     bot = await start_bot(bots, bot_env(sim, slack, tmp_path, POLL_INTERVAL="1"), tmp_path)
     await polls(sim, 1, APP_KEY)
-    sim.fail_next(
-        1, code=50019, status=503, key=APP_KEY, headers={"Retry-After": retry_after}
-    )
+    sim.fail_next(1, code=50019, status=503, key=APP_KEY, headers={"Retry-After": retry_after})
     await polls(sim, 1, APP_KEY)  # the refusal
     # The account keeps being read every cycle meanwhile ...
     await polls(sim, 3, DEV_KEY)
