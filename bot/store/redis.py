@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 2  # 2: per-destination queues, typed messages, kept ts
 SOCKET_TIMEOUT_S = 2.0
 HEALTH_CHECK_INTERVAL_S = 10
+# Reads of the outbox that met a message delivered between their two round trips.
+_READ_ATTEMPTS = 5
 
 # KEYS: book, latest, series, history keys..., (queue, message key)...
 # ARGV: mode, expected_version, book_json, token, cap, n_latest, (scope, json)*,
@@ -183,6 +185,10 @@ n = n + redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[2]) - 1)
 if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], KEYS[1]) end
 return n
 """
+
+
+def _undelivered(body: dict[str, str]) -> bool:
+    return bool(body) and not body.get("delivered")
 
 
 def _text(value: object) -> str:
@@ -470,6 +476,22 @@ class RedisBackend:
 
     # outbox ----------------------------------------------------------------------------
     async def pending(self, limit: int, destination: str) -> list[StoredMessage]:
+        # Ids and bodies are two round trips. A message delivered in between no longer counts:
+        # read again rather than answer with a short list (with limit=1: an empty one) while
+        # later messages are still queued.
+        for _ in range(_READ_ATTEMPTS):
+            ids, bodies = await self._queue_page(limit, destination)
+            if all(_undelivered(body) for body in bodies):
+                break
+        return [
+            _stored(message_id, body)
+            for message_id, body in zip(ids, bodies, strict=True)
+            if _undelivered(body)  # else delivered between the two reads, on every attempt
+        ]
+
+    async def _queue_page(
+        self, limit: int, destination: str
+    ) -> tuple[list[str], list[dict[str, str]]]:
         with self._translate():
             queue = self._queue_key(destination)
             ids = [_text(i) for i in await self._r.zrange(queue, 0, limit - 1)]
@@ -477,11 +499,7 @@ class RedisBackend:
             for message_id in ids:
                 pipe.hgetall(self._msg_key(message_id))
             bodies: list[dict[str, str]] = await pipe.execute() if ids else []
-        return [
-            _stored(message_id, body)
-            for message_id, body in zip(ids, bodies, strict=True)
-            if body and not body.get("delivered")  # delivered between the two reads
-        ]
+        return ids, bodies
 
     async def queued(self, message_id: str) -> StoredMessage | None:
         with self._translate():
