@@ -66,7 +66,9 @@ def step(
     """Advance the alert book by one poll.
 
     `thresholds` names every configured scope; book entries of other scopes (removed from the
-    configuration) are dropped without an event. Scopes without a reading keep their state.
+    configured) are dropped without an event. Scopes without a reading keep their state, and
+    so do scopes whose reading is not newer than the last one the book took in (a late cycle
+    or another poller's must never announce a value that newer news has replaced).
     Events come ordered by scope name, then quota type (QUOTA_TYPES order), then fetch health.
     """
     configured = {
@@ -80,11 +82,13 @@ def step(
     pool = account_pool(readings)
     alerts = {key: alert for key, alert in book.alerts.items() if key in configured}
     health = {scope: h for scope, h in book.health.items() if scope in thresholds}
+    read_at = {scope: at for scope, at in book.read_at.items() if scope in thresholds}
     events: list[Event] = []
     for reading in sorted(readings, key=lambda r: r.scope):
         scope = reading.scope
-        if scope not in thresholds:
+        if scope not in thresholds or not book.is_newer(reading):
             continue
+        read_at[scope] = reading.read_at
         if reading.error is None:
             # A failed fetch is never read as a value: quota alerts only move on a real reading.
             for quota_type in QUOTA_TYPES:
@@ -115,7 +119,7 @@ def step(
     # Delivery-report alerts that expire with time (rate limiting) close at the next poll too.
     events.extend(expire(alerts, thresholds, now))
     # Incidents ride along untouched: bot.incidents advances them from these events.
-    return replace(book, alerts=alerts, health=health), events
+    return replace(book, alerts=alerts, health=health, read_at=read_at), events
 
 
 def _step_signals(

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from bot.forecast import Burn, Drop, Forecast
-from bot.quota import FetchError, Level, QuotaType
+from bot.quota import FetchError, Level, QuotaType, ScopeReading
 
 
 class EventKind(StrEnum):
@@ -419,6 +419,9 @@ class AlertBook:
     # The local date (ISO) of the last daily summary queued: one per day across restarts and
     # replicas, because it is committed with the summary itself.
     digest_day: str | None = None
+    # When the newest reading this book has taken in was read, per scope: an older reading
+    # (a late cycle's, another poller's) is ignored, so it can never undo newer news.
+    read_at: Mapping[str, datetime] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -426,6 +429,7 @@ class AlertBook:
             "health": {k: v.to_json() for k, v in sorted(self.health.items())},
             "incidents": self.incidents.to_json(),
             "digest_day": self.digest_day,
+            "read_at": {k: _ts(v) for k, v in sorted(self.read_at.items())},
         }
 
     @classmethod
@@ -435,7 +439,13 @@ class AlertBook:
             health={k: ScopeHealth.from_json(v) for k, v in d.get("health", {}).items()},
             incidents=IncidentBook.from_json(d.get("incidents")),
             digest_day=d.get("digest_day"),
+            read_at={k: _dt(v) for k, v in d.get("read_at", {}).items()},
         )
+
+    def is_newer(self, reading: ScopeReading) -> bool:
+        """False for a reading older than one of that scope the book has already taken in."""
+        seen = self.read_at.get(reading.scope)
+        return seen is None or reading.read_at >= seen
 
     def mark_delivered(self, keys: list[str], now: datetime) -> AlertBook:
         """A message naming `keys` reached Slack: repeats now count from `now`."""

@@ -10,9 +10,10 @@ process sees it (start-up, a new scope, taking over the poller lease).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -45,6 +46,11 @@ from bot.views import unread_views
 log = logging.getLogger(__name__)
 
 COMMIT_ATTEMPTS = 5
+# What a caller adds to a commit once its events are planned (the daily summary).
+Finish = Callable[
+    [AlertBook, list[OutboxMessage], Sequence[ScopeReading]],
+    tuple[AlertBook, list[OutboxMessage]],
+]
 SeriesKey = tuple[str, QuotaType]
 
 
@@ -101,6 +107,11 @@ class Monitor:
         # True while waiting on JPush: nothing is written yet, so shutdown may cancel at once.
         self.fetching = False
         self._series: dict[SeriesKey, SeriesState] = {}
+        # Reads still running past a cycle's deadline, by scope: each lands in a later cycle.
+        self._inflight: dict[str, asyncio.Task[ScopeReading]] = {}
+        # What this monitor committed last, per scope (kept in memory for /metrics, /healthz).
+        self._latest: dict[str, ScopeReading] = {}
+        self._forecasts: Forecasts = {}
         self._rebuild_from = forecasting.history_needed(burn=bool(policy.burn_factor))
 
     def forget(self) -> None:
@@ -112,49 +123,103 @@ class Monitor:
         """
         self._series = {}
 
-    async def cycle(self) -> CycleResult:
-        """One poll of every scope, evaluated and committed atomically with its message."""
+    async def cycle(self, deadline: float | None = None) -> CycleResult:
+        """One poll of every scope, evaluated and committed atomically with its message.
+
+        With a `deadline` (seconds), the readings in by then are committed at once; a scope
+        still being read (a slow or retrying JPush answer) is not read again meanwhile, and
+        its reading is committed by the first cycle after it lands. Without one, every scope
+        is waited for (`check`).
+        """
         started = self._monotonic()
         self.fetching = True
         try:
-            readings = await self._client.fetch_all(self.scopes)
+            readings, slow = await self._fetch(deadline)
         finally:
             self.fetching = False
         now = self._clock()
         outlook = await self.outlook(readings, now)
         forecasts = outlook.forecasts
-        events: list[Event] = []
-        for _ in range(COMMIT_ATTEMPTS):
-            book, version = await self._store.load_book()
-            new_book, events = step(
-                book,
-                readings,
-                self._thresholds,
-                forecasts,
-                now,
-                self.policy,
-                signals=outlook.signals,
-            )
-            new_book, messages = plan_messages(
-                new_book, events, now, self.routing, OutboxMessage.new_id(now)
-            )
-            new_book, messages = self._with_digest(new_book, messages, readings, forecasts, now)
-            commit = CycleCommit(readings, new_book, messages)
-            if await self._store.commit_cycle(commit, version):
-                break
-            # Another process committed in between (a replica, or `check --notify` from cron):
-            # evaluate again against what it wrote, so no transition is recorded twice.
-            log.info("alert state changed underneath this cycle; evaluating again")
-        else:
-            raise StoreError("could not commit the poll cycle: the alert state kept changing")
+
+        def with_digest(
+            book: AlertBook, messages: list[OutboxMessage], fresh: Sequence[ScopeReading]
+        ) -> tuple[AlertBook, list[OutboxMessage]]:
+            return self._with_digest(book, messages, fresh, forecasts, now)
+
+        events, taken = await evaluate_and_commit(
+            self._store,
+            readings,
+            self._thresholds,
+            forecasts,
+            now,
+            self.policy,
+            self.routing,
+            signals=outlook.signals,
+            finish=with_digest,
+        )
         await self._store.set_meta(META_LAST_CYCLE, now.isoformat())
-        self._series.update(outlook.states)
-        await self._store.set_meta(META_FORECASTS, encode_forecasts(forecasts))
+        # Only what was committed joins the running state (an older reading was not stored).
+        taken_scopes = {r.scope for r in taken}
+        self._series.update({k: v for k, v in outlook.states.items() if k[0] in taken_scopes})
+        for reading in taken:
+            self._latest[reading.scope] = reading
+            if reading.scope in forecasts:
+                self._forecasts[reading.scope] = forecasts[reading.scope]
+            elif reading.error is None:
+                self._forecasts.pop(reading.scope, None)
+        await self._store.set_meta(META_FORECASTS, encode_forecasts(self._forecasts))
         await self._store.set_meta(META_BURNS, encode_burns(outlook.burns))
+        if slow:
+            log.info(
+                "committed %d scope(s); still reading %s", len(readings), ", ".join(sorted(slow))
+            )
         self._observe(readings, events, forecasts, now, self._monotonic() - started)
         return CycleResult(
             readings=readings, events=events, forecasts=forecasts, at=now, burns=outlook.burns
         )
+
+    @property
+    def latest(self) -> Mapping[str, ScopeReading]:
+        """The newest reading of each scope this monitor committed (kept in memory)."""
+        return self._latest
+
+    @property
+    def forecasts(self) -> Forecasts:
+        return self._forecasts
+
+    def cancel_fetches(self) -> None:
+        """Shutdown: drop reads still in flight (nothing of theirs is written yet)."""
+        for task in self._inflight.values():
+            task.cancel()
+
+    async def _fetch(
+        self, deadline: float | None
+    ) -> tuple[list[ScopeReading], dict[str, asyncio.Task[ScopeReading]]]:
+        """This cycle's readings: every scope read now, within `deadline`, plus any slow read
+        from an earlier cycle that has landed since. A scope still being read is not read
+        again; its reading joins a later cycle's commit."""
+        readings: list[ScopeReading] = []
+        for name, task in list(self._inflight.items()):
+            if task.done():
+                del self._inflight[name]
+                if not task.cancelled():
+                    readings.append(task.result())
+        landed = {r.scope for r in readings}
+        tasks = {
+            scope.name: asyncio.ensure_future(self._client.fetch(scope))
+            for scope in self.scopes
+            if scope.name not in self._inflight and scope.name not in landed
+        }
+        if tasks:
+            await asyncio.wait(tasks.values(), timeout=deadline)
+        slow: dict[str, asyncio.Task[ScopeReading]] = {}
+        for name, task in tasks.items():
+            if not task.done():
+                slow[name] = task
+            elif not task.cancelled():
+                readings.append(task.result())
+        self._inflight.update(slow)
+        return readings, slow
 
     def _with_digest(
         self,
@@ -289,3 +354,40 @@ class Monitor:
             m.fetch_errors.labels(scope).inc()
         if events:
             m.alerts_queued.inc()
+
+
+async def evaluate_and_commit(
+    store: StateStore,
+    readings: Sequence[ScopeReading],
+    thresholds: Mapping[str, Thresholds],
+    forecasts: Forecasts,
+    now: datetime,
+    policy: Policy,
+    routing: Routing | None = None,
+    *,
+    signals: Mapping[str, Mapping[QuotaType, Signals]] | None = None,
+    finish: Finish | None = None,
+) -> tuple[list[Event], list[ScopeReading]]:
+    """Evaluate `readings` against the stored alert state and commit the result atomically.
+
+    Only readings newer than the ones the state has already taken in are evaluated and
+    stored: a late cycle (another poller's, or one that outlived its lease) changes nothing.
+    Returns the events queued and the readings taken.
+    """
+    for _ in range(COMMIT_ATTEMPTS):
+        book, version = await store.load_book()
+        fresh = [r for r in readings if book.is_newer(r)]
+        if not fresh:
+            return [], []
+        new_book, events = step(book, fresh, thresholds, forecasts, now, policy, signals=signals)
+        new_book, messages = plan_messages(
+            new_book, events, now, routing or Routing(), OutboxMessage.new_id(now)
+        )
+        if finish is not None:
+            new_book, messages = finish(new_book, messages, fresh)
+        if await store.commit_cycle(CycleCommit(fresh, new_book, messages), version):
+            return events, fresh
+        # Another process committed in between (a replica, or `check --notify` from cron):
+        # evaluate again against what it wrote, so no transition is recorded twice.
+        log.info("alert state changed underneath this cycle; evaluating again")
+    raise StoreError("could not commit the poll cycle: the alert state kept changing")
