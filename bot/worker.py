@@ -10,22 +10,30 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from bot.clock import Clock, Monotonic
 from bot.delivery import Deliverer, DeliveryStatus
 from bot.errors import StoreError
+from bot.forecast import Forecasts
 from bot.metrics import Metrics
 from bot.monitor import Monitor
+from bot.quota import ScopeReading
 from bot.store.base import META_LAST_CYCLE, StateStore
+from bot.views import load_views, unread_views
 
 log = logging.getLogger(__name__)
 
 OPEN_RETRY_CAP_S = 5.0
-# /healthz must answer quickly even when the store hangs.
+# A store read or ping the loop makes on its own (not for a request) gives up after this.
 STORE_DEADLINE_S = 1.5
+# Healthy scopes are committed this long into a cycle at the latest (or one poll interval,
+# if shorter); a scope still being read then is committed on its own when it lands.
+CYCLE_DEADLINE_S = 5.0
+# Between cycles, the store is pinged this often so /healthz notices it going away.
+STORE_CHECK_EVERY_S = 5.0
 # Polling is considered stuck after this many intervals without a completed cycle.
 STALE_AFTER_INTERVALS = 3
 
@@ -42,6 +50,8 @@ class Health:
     delivery: DeliveryStatus  # the primary destination's
     # Every other destination's (team chats), by name.
     destinations: dict[str, DeliveryStatus] = field(default_factory=dict)
+    scopes: int = 0
+    scopes_unreadable: int = 0  # scopes whose last reading failed
 
     @property
     def stale(self) -> bool:
@@ -53,10 +63,16 @@ class Health:
             return "store_unavailable"
         if self.stale:
             return "stale"
-        if any(d.state != "ok" for d in (self.delivery, *self.destinations.values())):
+        delivering = (self.delivery, *self.destinations.values())
+        if any(d.state != "ok" for d in delivering) or self.unreadable:
             # Polling is alive, so the process should not be restarted; say what is wrong.
             return "degraded"
         return "ok"
+
+    @property
+    def unreadable(self) -> bool:
+        """No configured scope could be read in its last attempt: nothing is being watched."""
+        return self.scopes > 0 and self.scopes_unreadable >= self.scopes
 
     @property
     def serving(self) -> bool:
@@ -99,6 +115,12 @@ class Worker:
         self._stop = asyncio.Event()
         self._cycle_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
+        # What /healthz and /metrics report, kept up to date by the loops (never read from
+        # the store per request): the shared last cycle (when another replica polls) and the
+        # latest reading of each scope.
+        self.shared_cycle_at: datetime | None = None
+        self._readings: dict[str, ScopeReading] = {}
+        self._store_checked = -1e18
 
     @property
     def lease_ttl(self) -> timedelta:
@@ -145,6 +167,7 @@ class Worker:
         for task in pending:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        self._monitor.cancel_fetches()
 
     async def open_store(self) -> None:
         """Open the store, retrying until it answers: the web server must not wait for it."""
@@ -177,20 +200,59 @@ class Worker:
             started = self._monotonic()
             try:
                 if await self._hold_lease():
+                    deadline = min(CYCLE_DEADLINE_S, self.poll_interval.total_seconds())
                     async with self._cycle_lock:
-                        await self._monitor.cycle()
+                        await self._monitor.cycle(deadline=deadline)
                     self.last_cycle_at = self._clock()
                     self.wake_delivery()
+                    self._observe(self._monitor.latest, self._monitor.forecasts)
+                else:
+                    await self._follow_the_poller()
                 self.store_problem = None
+                self._store_checked = self._monotonic()
             except StoreError as exc:
                 self.store_problem = str(exc)
                 log.error("poll cycle failed: state store unavailable: %s", exc)
             except Exception:
                 log.exception("poll cycle failed")
             if self._metrics:
-                self._metrics.observe_cycle(await self.last_completed_cycle())
-            elapsed = self._monotonic() - started
-            await self._sleep(max(0.0, self.poll_interval.total_seconds() - elapsed))
+                self._metrics.observe_cycle(self.last_completed_cycle())
+            await self._rest_until(started + self.poll_interval.total_seconds())
+
+    async def _rest_until(self, until: float) -> None:
+        """Sleep until the next cycle is due, pinging the store now and then so that /healthz
+        learns of a store that went away between cycles."""
+        while not self._stop.is_set():
+            now = self._monotonic()
+            if now >= until:
+                return
+            if now - self._store_checked >= STORE_CHECK_EVERY_S:
+                self._store_checked = now
+                try:
+                    await asyncio.wait_for(self._store.ping(), timeout=STORE_DEADLINE_S)
+                    self.store_problem = None
+                except (StoreError, TimeoutError) as exc:
+                    self.store_problem = str(exc) or "state store did not answer in time"
+                continue
+            await self._sleep(min(until - now, STORE_CHECK_EVERY_S))
+
+    async def _follow_the_poller(self) -> None:
+        """Another replica polls: refresh what /healthz and /metrics report from the shared
+        state, once per interval, here rather than per request."""
+        now = self._clock()
+        views = await asyncio.wait_for(
+            load_views(self._store, self._monitor.scopes, now), STORE_DEADLINE_S * 2
+        )
+        raw = await self._store.get_meta(META_LAST_CYCLE)
+        self.shared_cycle_at = datetime.fromisoformat(raw) if raw else None
+        readings = {v.scope: v.reading for v in views if v.reading is not None}
+        self._observe(readings, {v.scope: dict(v.forecasts) for v in views if v.forecasts})
+
+    def _observe(self, readings: Mapping[str, ScopeReading], forecasts: Forecasts) -> None:
+        self._readings = dict(readings)
+        if self._metrics is not None:
+            views = unread_views(self._monitor.scopes, readings, forecasts)
+            self._metrics.observe_views(views, self._clock())
 
     async def deliver_forever(self) -> None:
         """Drain every destination's queue until stopped."""
@@ -220,14 +282,18 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=max(0.05, wait))
 
-    async def health(self, now: datetime) -> Health:
+    def health(self, now: datetime) -> Health:
+        """From what the loops already know: no store round trip per request."""
         store_error = self.store_problem
-        if store_error is None:
-            try:
-                await asyncio.wait_for(self._store.ping(), timeout=STORE_DEADLINE_S)
-            except (StoreError, TimeoutError) as exc:
-                store_error = str(exc) or "state store did not answer in time"
-        last = await self.last_completed_cycle() if store_error is None else self.last_cycle_at
+        if store_error is None and not self.store_ready.is_set():
+            store_error = "state store not open yet"
+        last = self.last_completed_cycle()
+        scopes = self._monitor.scopes
+        unreadable = sum(
+            1
+            for s in scopes
+            if (r := self._readings.get(s.name)) is not None and r.error is not None
+        )
         return Health(
             last_cycle_at=last,
             seconds_since_cycle=(now - (last or self.started_at)).total_seconds(),
@@ -236,19 +302,15 @@ class Worker:
             store_error=store_error,
             delivery=self._deliverer.status,
             destinations={d.destination: d.status for d in self._deliverers[1:]},
+            scopes=len(scopes),
+            scopes_unreadable=unreadable,
         )
 
-    async def last_completed_cycle(self) -> datetime | None:
+    def last_completed_cycle(self) -> datetime | None:
         """This replica's last cycle, or the shared one when another replica polls."""
-        if self.is_poller or self.store_problem:
+        shared = self.shared_cycle_at
+        if self.is_poller or shared is None:
             return self.last_cycle_at
-        try:
-            raw = await asyncio.wait_for(self._store.get_meta(META_LAST_CYCLE), timeout=2)
-        except (StoreError, TimeoutError):
-            return self.last_cycle_at
-        if not raw:
-            return self.last_cycle_at
-        shared = datetime.fromisoformat(raw)
         if self.last_cycle_at and self.last_cycle_at > shared:
             return self.last_cycle_at
         return shared
