@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(settings: Settings) -> int:
     from bot.web import create_app
 
-    setup_logging(settings.log_level, settings.log_format)
+    setup_logging(settings.log_level, settings.log_format, settings.secret_values())
     settings.require_scopes()
     warn_console_delivery(settings)
     store = store_from_settings(settings)
@@ -112,7 +112,9 @@ async def _check(settings: Settings, as_json: bool, notify: bool) -> int:
 
     # stdout carries the table or the JSON; everything else goes to stderr.
     setup_logging(
-        "WARNING" if settings.log_level == "INFO" else settings.log_level, settings.log_format
+        "WARNING" if settings.log_level == "INFO" else settings.log_level,
+        settings.log_format,
+        settings.secret_values(),
     )
     scopes = settings.require_scopes()
     store = store_from_settings(settings)

@@ -111,7 +111,7 @@ async def _run(env_file: str | None, state_dir: str) -> int:
             else secrets.token_hex(16)
         )
         settings = load_settings(env_file, **demo_overrides(sim, base_url, state_dir, secret))
-        setup_logging(settings.log_level, settings.log_format)
+        setup_logging(settings.log_level, settings.log_format, settings.secret_values())
         warn_console_delivery(settings)
         store = store_from_settings(settings)
         app = create_app(build_services(settings, store=store, notifier=make_notifier(settings)))

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
+
+from bot.log_hygiene import ClientErrorFilter, SecretMask
 
 # Attributes every LogRecord has; anything else came from `extra=` and is worth printing.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
@@ -42,11 +45,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
-def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
+def setup_logging(level: str = "INFO", fmt: str = "text", secrets: Iterable[str] = ()) -> None:
+    """One handler on stderr; every record through it, libraries' too, has `secrets` and
+    credential-shaped text masked (see bot.log_hygiene)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(SecretMask(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     # aiohttp's access log is noise at INFO for a bot that Slack calls now and then.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    server = logging.getLogger("aiohttp.server")
+    for old in [f for f in server.filters if isinstance(f, ClientErrorFilter)]:
+        server.removeFilter(old)
+    server.addFilter(ClientErrorFilter())

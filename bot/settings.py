@@ -383,6 +383,20 @@ class Settings(BaseSettings):
     def apps(self) -> list[AppConfig]:
         return self._apps
 
+    def secret_values(self) -> list[str]:
+        """Every secret value configured, for the log filter to mask wherever it appears."""
+        found: list[str] = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                found.append(value.get_secret_value())
+        found += [app.master_secret.get_secret_value() for app in self._apps]
+        for url in (self.state_url, self.effective_state_url):
+            password = _url_password(url) if url else None
+            if password:
+                found.append(password)
+        return [value for value in found if value]
+
     def global_thresholds(self) -> dict[QuotaType, Threshold]:
         result = {}
         for t in QUOTA_TYPES:
@@ -536,6 +550,13 @@ def _check_http_url(value: str, *, credentials_allowed: bool = False) -> None:
         _check_host(host)
     except ValueError:
         raise ValueError("must be an http:// or https:// URL (the host is not valid)") from None
+
+
+def _url_password(url: str) -> str | None:
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
 
 
 def _check_host(value: str) -> None:
