@@ -6,6 +6,7 @@ signature and the five-minute replay window are checked the same way everywhere.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import re
@@ -15,15 +16,20 @@ from typing import Literal
 from aiohttp import web
 from slack_sdk.signature import Clock, SignatureVerifier
 
+from bot.log_hygiene import LogThrottle
+
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
+# A body still not complete after this long is dropped: slow clients must not hold
+# connections (Slack itself sends a few hundred bytes at once).
+BODY_DEADLINE_S = 10.0
 # Slack's replay window: a signed request is accepted for five minutes either side.
 MAX_SKEW_S = 300
 _TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
 _SIGNATURE = re.compile(r"^v0=[0-9a-f]{64}$")
 
-Outcome = Literal["unconfigured", "too_large", "rejected"]
+Outcome = Literal["unconfigured", "too_large", "rejected", "dropped"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +70,20 @@ def verify_signature(
 
 class SlackSignature:
     def __init__(
-        self, signing_secret: str | None, *, clock: Clock | None = None, max_body: int = MAX_BODY
+        self,
+        signing_secret: str | None,
+        *,
+        clock: Clock | None = None,
+        max_body: int = MAX_BODY,
+        body_deadline: float = BODY_DEADLINE_S,
     ) -> None:
         self._verifier = (
             SignatureVerifier(signing_secret, clock=clock or Clock()) if signing_secret else None
         )
         self._max_body = max_body
+        self._body_deadline = body_deadline
+        # An unsigned flood must not write a line per request.
+        self._throttle = LogThrottle()
 
     async def read(self, request: web.Request) -> str | Refusal:
         """The request's body, decoded, if Slack signed it; else a Refusal to send back."""
@@ -81,9 +95,18 @@ class SlackSignature:
         if request.content_length is not None and request.content_length > self._max_body:
             return _too_large()
         try:
-            body = await request.read()
+            body = await asyncio.wait_for(request.read(), self._body_deadline)
         except web.HTTPRequestEntityTooLarge:
             return _too_large()
+        except (TimeoutError, ConnectionError) as exc:
+            # Too slow, or gone mid-body: nobody is there to read an answer.
+            if request.transport is not None:
+                request.transport.close()
+            why = "body not complete in time" if isinstance(exc, TimeoutError) else "dropped"
+            self._throttle.log(
+                why, lambda n: log.warning("%s: request %s%s", request.path, why, _more(n))
+            )
+            return Refusal("dropped", web.Response(status=408))
         text, reason = verify_signature(
             self._verifier,
             body,
@@ -91,12 +114,21 @@ class SlackSignature:
             request.headers.get("X-Slack-Signature"),
         )
         if text is None:
-            # Why goes to the log (clock skew is the usual culprit), never the secret.
-            log.warning("%s rejected: %s", request.path, reason)
+            # Why goes to the log (clock skew is the usual culprit), never the secret; a flood
+            # of them gives one line per second per kind of reason, with a count.
+            kind = (reason or "invalid").split(" (")[0]
+            path = request.path
+            self._throttle.log(
+                kind, lambda n: log.warning("%s rejected: %s%s", path, reason, _more(n))
+            )
             return Refusal(
                 "rejected", web.json_response({"error": "invalid signature"}, status=401)
             )
         return text
+
+
+def _more(count: int) -> str:
+    return f" ({count} rejected like this since the last line)" if count > 1 else ""
 
 
 def _too_large() -> Refusal:

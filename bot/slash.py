@@ -37,6 +37,13 @@ STORE_DEADLINE = 1.5
 # A "show" reply is reused for this long (and until the next poll cycle): its "read 3 minutes
 # ago" may lag by a second, and a burst of commands costs one store read and render, not one each.
 REPLY_TTL = 1.0
+# A refresh reads JPush live at most once per scope in this window; concurrent and repeated
+# (replayed) refreshes share that read.
+REFRESH_REUSE_S = 10.0
+# Slack accepts posts to a response_url for 30 minutes: one follow-up per URL in that time,
+# so a replayed request cannot make the bot post again and again.
+RESPONSE_URL_TTL_S = 30 * 60.0
+_MAX_REMEMBERED_URLS = 1000
 _FORM_FIELDS = frozenset({"text", "ssl_check", "response_url", "user_id"})
 
 
@@ -85,7 +92,9 @@ class SlashCommands:
         self._signature = signature
         self._monotonic = services.monotonic
         self._replies: dict[str | None, _CachedReply] = {}
-        self._refreshing: dict[str, asyncio.Task[ScopeReading]] = {}
+        # Per scope: the live read and when it started (kept for REFRESH_REUSE_S).
+        self._refreshing: dict[str, tuple[asyncio.Task[ScopeReading], float]] = {}
+        self._followed_up: dict[str, float] = {}  # response_url -> when its follow-up began
         self._background: set[asyncio.Task[Any]] = set()
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -147,7 +156,7 @@ class SlashCommands:
             await asyncio.wait(self._background, timeout=3)
             for task in self._background:
                 task.cancel()
-        for refresh in self._refreshing.values():
+        for refresh, _ in self._refreshing.values():
             refresh.cancel()
 
     # show ------------------------------------------------------------------------------
@@ -204,17 +213,16 @@ class SlashCommands:
     # refresh ---------------------------------------------------------------------------
 
     def _refresh_task(self, scope: Scope) -> asyncio.Task[ScopeReading]:
-        """One in-flight JPush read per scope, shared by every concurrent refresh."""
-        task = self._refreshing.get(scope.name)
-        if task is None or task.done():
-            task = asyncio.create_task(self._client.fetch(scope))
-            self._refreshing[scope.name] = task
-
-            def _forget(done: asyncio.Task[ScopeReading], name: str = scope.name) -> None:
-                if self._refreshing.get(name) is done:
-                    del self._refreshing[name]
-
-            task.add_done_callback(_forget)
+        """One JPush read per scope per REFRESH_REUSE_S, shared by every refresh meanwhile."""
+        now = self._monotonic()
+        entry = self._refreshing.get(scope.name)
+        if entry is not None:
+            task, started = entry
+            failed = task.done() and (task.cancelled() or task.exception() is not None)
+            if not failed and now - started < REFRESH_REUSE_S:
+                return task
+        task = asyncio.create_task(self._client.fetch(scope))
+        self._refreshing[scope.name] = (task, now)
         return task
 
     async def _refresh(self, command: Command, response_url: str | None) -> dict[str, Any]:
@@ -225,7 +233,9 @@ class SlashCommands:
         done, _ = await asyncio.wait({gathered}, timeout=REFRESH_DEADLINE)
         if done:
             return await self._fresh_reply(show, gathered.result())
-        if not response_url:
+        if not response_url or not self._first_follow_up(response_url):
+            # No URL, or that URL already has its follow-up (a replayed request): the shared
+            # read still lands in the store for the next command.
             gathered.cancel()
             return render_refresh_pending(command.scope, self._loc)
 
@@ -236,6 +246,18 @@ class SlashCommands:
 
         self._spawn(follow_up())
         return render_refresh_pending(command.scope, self._loc)
+
+    def _first_follow_up(self, response_url: str) -> bool:
+        now = self._monotonic()
+        for url, began in list(self._followed_up.items()):
+            if now - began > RESPONSE_URL_TTL_S:
+                del self._followed_up[url]
+        if response_url in self._followed_up:
+            return False
+        if len(self._followed_up) >= _MAX_REMEMBERED_URLS:
+            self._followed_up.pop(next(iter(self._followed_up)))
+        self._followed_up[response_url] = now
+        return True
 
     async def _fresh_reply(
         self, command: Command, readings: Sequence[ScopeReading]
