@@ -7,6 +7,7 @@ in the store, the slash command) and encodes it.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,7 +28,29 @@ log = logging.getLogger(__name__)
 STORE_DEADLINE = 1.5
 SHUTDOWN_GRACE = 12.0
 
+# A scrape is served from a rendering at most this old: a flood of scrapers costs one
+# rendering per second, not one each.
+METRICS_MAX_AGE_S = 1.0
+
+
+class RenderedMetrics:
+    """The last /metrics body and when it was rendered."""
+
+    def __init__(self, services: Services, max_age: float = METRICS_MAX_AGE_S) -> None:
+        self._services = services
+        self._max_age = min(max_age, services.settings.poll_interval.total_seconds())
+        self._body = b""
+        self._at = -math.inf
+
+    def body(self) -> bytes:
+        now = self._services.monotonic()
+        if now - self._at >= self._max_age:
+            self._body, self._at = self._services.metrics.render(), now
+        return self._body
+
+
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
+METRICS: web.AppKey[RenderedMetrics] = web.AppKey("metrics", RenderedMetrics)
 SLASH: web.AppKey[SlashCommands] = web.AppKey("slash", SlashCommands)
 SOCKET_MODE: web.AppKey[SocketMode] = web.AppKey("socket_mode", SocketMode)
 REPORTS: web.AppKey[ReportIntake] = web.AppKey("reports", ReportIntake)
@@ -45,6 +68,7 @@ def create_app(
     slash = SlashCommands(services, signature)
     app = web.Application(client_max_size=MAX_BODY)
     app[SERVICES] = services
+    app[METRICS] = RenderedMetrics(services)
     app[SLASH] = slash
     if settings.slack_app_token is not None:
         # Beside the HTTP routes, not instead of them: both transports can be on at once.
@@ -147,4 +171,4 @@ async def metrics_handler(request: web.Request) -> web.Response:
             status=401,
             headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
         )
-    return web.Response(body=services.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+    return web.Response(body=request.app[METRICS].body(), headers={"Content-Type": CONTENT_TYPE})
