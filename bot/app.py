@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
+import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -208,7 +210,12 @@ async def serve_app(
         await site.start()
     except OSError as exc:
         await runner.cleanup()
-        raise ConfigError(f"PORT: cannot listen on {host}:{port}: {exc.strerror}") from None
+        # A name that does not resolve, or an address this machine does not have, is HOST's
+        # fault; a port in use or not allowed is PORT's.
+        host_fault = isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL
+        variable = "HOST" if host_fault else "PORT"
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"{variable}: cannot listen on {host}:{port}: {reason}") from None
     bound = port
     if runner.addresses:
         bound = int(runner.addresses[0][1])
