@@ -24,7 +24,9 @@ import hashlib
 import hmac
 import io
 import json
+import math
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Iterator
@@ -46,11 +48,13 @@ from bot.alerts import Policy
 from bot.alerts_types import EventKind
 from bot.app import build_services
 from bot.delivery_reports import STATUS_NAMES
+from bot.errors import ConfigError
 from bot.jpush import JPushClient
 from bot.monitor import Monitor
 from bot.notify import ConsoleNotifier
 from bot.quota import QUOTA_TYPES, Scope, ScopeKind, Threshold
-from bot.settings import Settings
+from bot.retry_after import bounded_pause, parse_retry_after
+from bot.settings import Settings, load_settings
 from bot.simulator import JPushSimulator, SimScope
 from bot.slack_signature import MAX_BODY
 from bot.store.sqlite import SqliteStore
@@ -873,3 +877,239 @@ def test_jpush_callbacks_never_5xx_and_never_unsigned(harness: Harness) -> None:
     if VERBOSE:
         print(f"\nFUZZ callback: {ran['callback']} examples")
         print_outcomes()
+
+
+# --- (c) settings: random strings for every variable ----------------------------------------
+
+# Hostile values worth trying on any variable, beside random text.
+SETTING_VALUES = [
+    "inf",
+    "-inf",
+    "nan",
+    "-1",
+    "0",
+    "1e309",
+    "9" * 40,
+    "1000000d",
+    "2d",
+    "0.000001",
+    "redis://:pw-fuzz-secret@[::1/0",
+    "redis://:pw-fuzz-secret@127.0.0.1:6379/0?bogus=1",
+    "http://user:pw-fuzz-secret@127.0.0.1:9/",
+    "http://[::1/",
+    "https://hooks.slack.com/services/T0/B0/fuzz-secret-path",
+    "sqlite:///",
+    "memory://",
+    "256.1.1.1",
+    "[]",
+    "{}",
+    "true",
+    " ",
+    "%s%s%n",
+    "\u202e",
+]
+setting_text = st.one_of(
+    st.sampled_from(SETTING_VALUES),
+    st.text(max_size=40),
+    st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40),
+)
+
+
+def setting_names() -> list[str]:
+    """Every variable the bot reads: its settings fields, as environment names."""
+    return sorted(name.upper() for name in Settings.model_fields)
+
+
+def base_env() -> dict[str, str]:
+    return {
+        "JPUSH_DEV_KEY": "fuzz-dev-key",
+        "JPUSH_DEV_SECRET": "fuzz-dev-secret",
+        "JPUSH_APPS": '[{"name": "shop", "app_key": "k", "master_secret": "fuzz-app-secret"}]',
+        "STATE_URL": "memory://",
+    }
+
+
+def check_config_line(message: str, variable: str, value: str) -> None:
+    assert "\n" not in message, message
+    named = message.split(":", 1)[0]
+    assert re.fullmatch(r"[A-Z][A-Z0-9_/]*", named), message
+    # The value itself never comes back (short values may be ordinary words in the reason).
+    if len(value.strip()) >= 6:
+        assert value not in message, (variable, message)
+
+
+def use_settings(settings: Settings) -> None:
+    """What the bot does with its settings at start-up and in every cycle, short of I/O."""
+    import aiohttp as http_client
+    from yarl import URL
+
+    from bot.app import build_services
+    from bot.notify import ConsoleNotifier as Console
+    from bot.store.factory import store_from_settings
+
+    now = datetime.now(UTC)
+    settings.require_scopes()
+    store = store_from_settings(settings)
+    services = build_services(settings, store=store, notifier=Console(io.StringIO()))
+    assert services.worker.lease_ttl > timedelta(0)
+    _ = now - settings.history_retention, now + settings.poll_interval * 3
+    policy = settings.policy()
+    if policy.forecast_horizon is not None:
+        _ = now + policy.forecast_horizon * (1 + policy.resolve_margin_pct / 100)
+    if policy.repeat_interval is not None:
+        _ = now - policy.repeat_interval
+    http_client.ClientTimeout(total=settings.jpush_timeout)
+    URL(settings.jpush_base_url.rstrip("/") + "/v1/accounts/dev")
+    URL(settings.slack_api_url)
+    settings.secret_values()
+
+
+@FUZZ
+@given(variable=st.sampled_from(setting_names()), value=setting_text)
+def test_random_settings_give_one_line_or_a_working_configuration(
+    variable: str, value: str
+) -> None:
+    env = base_env()
+    env[variable] = value
+    try:
+        loaded = load_settings(None, **{k.lower(): v for k, v in env.items()})
+    except ConfigError as exc:
+        tally(f"settings: refused {str(exc).split(':', 1)[0]}")
+        check_config_line(str(exc), variable, value)
+        return
+    try:
+        use_settings(loaded)
+    except ConfigError as exc:
+        # The store URL's directory or similar, found when the store is made: still one line.
+        tally(f"settings: refused at start {str(exc).split(':', 1)[0]}")
+        check_config_line(str(exc), variable, value)
+        return
+    tally("settings: accepted")
+
+
+@settings(max_examples=max(8, EXAMPLES // 25), deadline=None)
+@given(variable=st.sampled_from(setting_names()), value=setting_text)
+def test_random_settings_through_serve(variable: str, value: str) -> None:
+    """Through the console script: one line naming a variable and exit 2, or a bot that
+    runs (and stops cleanly); never a traceback, never a secret value in the output."""
+    asyncio.run(_serve_with(variable, value))
+
+
+async def _serve_with(variable: str, value: str) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from botproc import BotProcess, free_port
+
+    # The OS cannot carry these in an environment variable.
+    value = value.replace("\x00", "")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {
+            **base_env(),
+            "JPUSH_BASE_URL": "http://127.0.0.1:9/",
+            "STATE_URL": f"sqlite:///{tmp}/state.db",
+            "POLL_INTERVAL": "0.5",
+            "PORT": str(free_port()),
+            "HOST": "127.0.0.1",
+        }
+        env[variable] = value
+        bot = BotProcess(["serve"], env, Path(tmp), name="fuzz")
+        await bot.start()
+        assert bot.proc is not None
+        try:
+            code: int | None = await asyncio.wait_for(bot.proc.wait(), timeout=6)
+        except TimeoutError:
+            code = None
+        if code is None:
+            code = await bot.terminate()
+            assert code == 0, bot.stderr()[-2000:]
+            tally(f"serve: ran with {variable}")
+        else:
+            assert code == 2, (variable, code, bot.stderr()[-2000:])
+            line = bot.stderr().strip().splitlines()[-1]
+            assert line.startswith("sms-balance-bot: configuration error: "), line
+            check_config_line(line.split("configuration error: ", 1)[1], variable, value)
+            tally(f"serve: refused {variable}")
+        err = bot.stderr()
+        assert "Traceback" not in err, err[-3000:]
+        for secret in ("fuzz-dev-secret", "fuzz-app-secret", "pw-fuzz-secret", "fuzz-secret-path"):
+            assert secret not in err, (variable, secret)
+
+
+# --- (d) Retry-After from both upstreams -------------------------------------------------------
+
+retry_after_text = st.one_of(
+    st.sampled_from(["inf", "-inf", "nan", "-1", "1e400", "86400", "0", "", " ", "1.5", "soon"]),
+    st.sampled_from(["Wed, 21 Oct 2015 07:28:00 GMT", "Fri, 31 Dec 9999 23:59:59 GMT"]),
+    st.integers(-(10**30), 10**30).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    header_text,
+)
+
+
+@FUZZ
+@given(value=retry_after_text)
+def test_retry_after_values_are_bounded(value: str) -> None:
+    seconds = parse_retry_after(value, lambda: datetime.now(UTC))
+    assert seconds is not None and math.isfinite(seconds) and seconds >= 0
+    assert 0 <= bounded_pause(seconds, 300) <= 300
+
+
+@FUZZ
+@given(value=retry_after_text, code=st.sampled_from([50009, 50019]))
+def test_jpush_retry_after_never_breaks_a_read(harness: Harness, value: str, code: int) -> None:
+    harness.run(_jpush_retry_after(harness.sim, value, code))
+
+
+async def _jpush_retry_after(sim: JPushSimulator, value: str, code: int) -> None:
+    assert sim.base_url is not None
+    fake = FakeTime()
+    client = JPushClient(
+        sim.base_url,
+        sleep=fake.sleep,
+        monotonic=fake.monotonic,
+        max_pause=120,
+        retry_budget=1000,
+        max_attempts=3,
+    )
+    sim.fail_next(2, code=code, key="shop", headers={"Retry-After": value})
+    try:
+        reading = await client.fetch(SCOPES[1])
+    finally:
+        sim.clear_failures()
+        await client.close()
+    assert reading.error is None, reading.error
+    for pause in fake.sleeps:
+        assert math.isfinite(pause) and 0 <= pause <= 120, fake.sleeps
+    tally(f"jpush retry-after: slept {sorted({round(p) for p in fake.sleeps})}"[:60])
+
+
+@FUZZ
+@given(value=retry_after_text)
+def test_slack_retry_after_is_bounded(harness: Harness, value: str) -> None:
+    harness.run(_slack_retry_after(value))
+
+
+async def _slack_retry_after(value: str) -> None:
+    from fake_slack import Answer, FakeSlack
+
+    from bot.errors import DeliveryRetryable
+    from bot.notify import MAX_SLACK_PAUSE, SlackWebNotifier
+    from bot.render.alert import SlackMessage
+
+    slack = FakeSlack()
+    await slack.start()
+    try:
+        slack.answer_next(Answer(status=429, retry_after=value))
+        notifier = SlackWebNotifier("xoxb-fuzz", "C0FUZZ", base_url=slack.url + "/api/")
+        with pytest.raises(DeliveryRetryable) as raised:
+            await notifier.send(SlackMessage(text="x", blocks=[]), "x")
+    finally:
+        await slack.stop()
+    pause = raised.value.retry_after
+    assert pause is not None and math.isfinite(pause) and 0 <= pause <= MAX_SLACK_PAUSE
+    timedelta(seconds=pause)  # what the deliverer does with it
