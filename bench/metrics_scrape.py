@@ -45,8 +45,13 @@ class Phase:
 
     def row(self) -> str:
         iv = sorted(self.intervals)
-        p95 = iv[int(0.95 * (len(iv) - 1))] if iv else float("nan")
         rate = sum(self.scrapes.values()) / self.seconds if self.seconds else 0.0
+        if len(iv) < 1:
+            return (
+                f"{self.name:<10} NO CYCLE COMPLETED in {self.seconds:g} s  /healthz"
+                f" {dict(self.health)}  scrapes/s {rate:.0f}"
+            )
+        p95 = iv[int(0.95 * (len(iv) - 1))]
         return (
             f"{self.name:<10} cycles {len(iv):>3}  interval median {statistics.median(iv):.3f} s"
             f"  p95 {p95:.3f} s  max {max(iv):.3f} s  /healthz {dict(self.health)}"
@@ -147,8 +152,9 @@ async def run(args: argparse.Namespace) -> int:
     )
     print(baseline.row())
     print(loaded.row())
-    base_median = statistics.median(baseline.intervals)
-    loaded_median = statistics.median(loaded.intervals)
+    never = [float("inf")]
+    base_median = statistics.median(baseline.intervals or never)
+    loaded_median = statistics.median(loaded.intervals or never)
     goals = [
         (
             f"loaded median interval {loaded_median:.3f} s <= 1.2 x baseline {base_median:.3f}"
@@ -156,8 +162,8 @@ async def run(args: argparse.Namespace) -> int:
             loaded_median <= 1.2 * base_median + 0.05,
         ),
         (
-            f"no interval over {3 * INTERVAL:g} s (max {max(loaded.intervals):.3f} s)",
-            max(loaded.intervals) <= 3 * INTERVAL,
+            f"no interval over {3 * INTERVAL:g} s (max {max(loaded.intervals or never):.3f} s)",
+            max(loaded.intervals or never) <= 3 * INTERVAL,
         ),
         (
             "every /healthz 200",
