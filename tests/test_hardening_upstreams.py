@@ -6,40 +6,28 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from botproc import BotProcess, free_port, wait_until
+from botproc import BotProcess, wait_until
+from builders import StartSim
 from fake_slack import Answer, FakeSlack
-from world import APP_KEY, DEV_KEY, alerting_env, healthy_simulator
+from world import APP_KEY, DEV_KEY, healthy_simulator, serve_env, start_serve
 
 from bot.simulator import JPushSimulator
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[JPushSimulator]:
-    simulator = healthy_simulator()
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
+async def sim(start_sim: StartSim) -> JPushSimulator:
+    return await start_sim(healthy_simulator())
 
 
 def bot_env(sim: JPushSimulator, slack: FakeSlack, tmp_path: Path, **extra: str) -> dict[str, str]:
-    base = {
-        "STATE_URL": f"sqlite:///{tmp_path}/state.db",
-        "POLL_INTERVAL": "0.5",
-        "PORT": str(free_port()),
-    }
-    return alerting_env(sim, slack, **{**base, **extra})
+    return serve_env(sim, slack, tmp_path, "0.5", **extra)
 
 
 async def start_bot(bots: list[BotProcess], env: dict[str, str], tmp_path: Path) -> BotProcess:
-    bot = BotProcess(["serve"], env, tmp_path)
-    bots.append(bot)
-    await bot.start()
-    await bot.wait_ready()
-    return bot
+    return await start_serve(bots, env, tmp_path)
 
 
 async def polls(sim: JPushSimulator, n: int, key: str) -> None:

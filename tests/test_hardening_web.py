@@ -11,15 +11,23 @@ import hmac
 import json
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlencode
 
 import aiohttp
 import pytest
-from botproc import BotProcess, free_port, wait_until
+from botproc import BotProcess, wait_until
+from builders import StartSim
 from fake_slack import FakeSlack
-from world import APP_KEY, APP_SECRET, DEV_KEY, HIGH, alerting_env, healthy_simulator
+from world import (
+    APP_KEY,
+    APP_SECRET,
+    DEV_KEY,
+    HIGH,
+    healthy_simulator,
+    serve_env,
+    start_serve,
+)
 
 from bot.simulator import JPushSimulator, SimScope
 
@@ -28,31 +36,18 @@ WEBHOOK_PATH = "/webhook/T0SECRET/B0SECRET/xyzWebhookSecretPath"
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[JPushSimulator]:
-    simulator = healthy_simulator()
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
+async def sim(start_sim: StartSim) -> JPushSimulator:
+    return await start_sim(healthy_simulator())
 
 
 def bot_env(sim: JPushSimulator, slack: FakeSlack, tmp_path: Path, **extra: str) -> dict[str, str]:
-    base = {
-        "STATE_URL": f"sqlite:///{tmp_path}/state.db",
-        "POLL_INTERVAL": "0.5",
-        "PORT": str(free_port()),
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-    }
-    return alerting_env(sim, slack, **{**base, **extra})
+    return serve_env(sim, slack, tmp_path, "0.5", SLACK_SIGNING_SECRET=SIGNING_SECRET, **extra)
 
 
 async def start_bot(
     bots: list[BotProcess], env: dict[str, str], tmp_path: Path, name: str = "bot"
 ) -> BotProcess:
-    bot = BotProcess(["serve"], env, tmp_path, name=name)
-    bots.append(bot)
-    await bot.start()
-    await bot.wait_ready(timeout=20)
-    return bot
+    return await start_serve(bots, env, tmp_path, name)
 
 
 def count(sim: JPushSimulator, key: str) -> int:

@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
-from botproc import BotProcess, free_port, run_cli, wait_until
+from botproc import BotProcess, run_cli, wait_until
 from builders import StartSim
 from fake_slack import Answer, FakeSlack
-from world import APP_KEY, DEV_KEY, alerting_env, healthy_simulator
+from world import APP_KEY, DEV_KEY, healthy_simulator, serve_env, start_serve
 
 from bot.simulator import JPushSimulator
 
@@ -22,22 +22,10 @@ async def sim(start_sim: StartSim) -> JPushSimulator:
 
 
 def bot_env(sim: JPushSimulator, slack: FakeSlack, tmp_path: Path, **extra: str) -> dict[str, str]:
-    base = {
-        "STATE_URL": f"sqlite:///{tmp_path}/state.db",
-        "POLL_INTERVAL": "0.3",
-        "PORT": str(free_port()),
-    }
-    return alerting_env(sim, slack, **{**base, **extra})
+    return serve_env(sim, slack, tmp_path, "0.3", **extra)
 
 
-async def start_bot(
-    bots: list[BotProcess], env: dict[str, str], tmp_path: Path, name: str = "bot"
-) -> BotProcess:
-    bot = BotProcess(["serve"], env, tmp_path, name=name)
-    bots.append(bot)
-    await bot.start()
-    await bot.wait_ready()
-    return bot
+start_bot = start_serve
 
 
 async def polls(sim: JPushSimulator, n: int, key: str = APP_KEY) -> None:

@@ -4,7 +4,9 @@ and the environment that points a `serve` process at it and at the fake Slack.""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+from botproc import BotProcess, free_port
 from fake_slack import FakeSlack
 
 from bot.simulator import JPushSimulator, SimScope
@@ -47,3 +49,26 @@ def alerting_env(sim: JPushSimulator, slack: FakeSlack, **extra: str) -> dict[st
     }
     env.update(extra)
     return env
+
+
+def serve_env(
+    sim: JPushSimulator, slack: FakeSlack, tmp_path: Path, interval: str, **extra: str
+) -> dict[str, str]:
+    """`alerting_env` plus a SQLite state in `tmp_path`, a poll interval and a free port."""
+    base = {
+        "STATE_URL": f"sqlite:///{tmp_path}/state.db",
+        "POLL_INTERVAL": interval,
+        "PORT": str(free_port()),
+    }
+    return alerting_env(sim, slack, **{**base, **extra})
+
+
+async def start_serve(
+    bots: list[BotProcess], env: dict[str, str], tmp_path: Path, name: str = "bot"
+) -> BotProcess:
+    """`serve` started and answering on its port (stopped by the `bots` fixture)."""
+    bot = BotProcess(["serve"], env, tmp_path, name=name)
+    bots.append(bot)
+    await bot.start()
+    await bot.wait_ready(timeout=20)
+    return bot
