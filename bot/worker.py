@@ -213,6 +213,10 @@ class Worker:
             except StoreError as exc:
                 self.store_problem = str(exc)
                 log.error("poll cycle failed: state store unavailable: %s", exc)
+            except TimeoutError:
+                # Only the shared-state refresh has a deadline of its own.
+                self.store_problem = "state store did not answer in time"
+                log.error("poll loop: the state store did not answer in time")
             except Exception:
                 log.exception("poll cycle failed")
             if self._metrics:
