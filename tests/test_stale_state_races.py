@@ -18,10 +18,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from builders import fired, read_ok
 
 from bot.alerts import Policy, step
-from bot.alerts_types import AlertBook, AlertKind, Event, EventKind
-from bot.quota import Level, QuotaType, ScopeKind, ScopeReading, Threshold
+from bot.alerts_types import AlertBook, Event, EventKind
+from bot.quota import Level, QuotaType, ScopeReading, Threshold
 from bot.store.base import CycleCommit, OutboxMessage, StateStore
 from bot.store.factory import make_store
 from bot.store.redis import RedisStore
@@ -31,22 +32,9 @@ SEC = timedelta(seconds=1)
 V = QuotaType.VOICE
 
 
-def event(scope: str, at: datetime) -> Event:
-    return Event(
-        kind=EventKind.FIRED,
-        scope=scope,
-        at=at,
-        quota_type=V,
-        level=Level.WARNING,
-        value=500,
-        threshold=1000,
-        alert=AlertKind.THRESHOLD,
-        opened_at=at,
-    )
-
-
 def message(at: datetime, scope: str) -> OutboxMessage:
-    return OutboxMessage(id=OutboxMessage.new_id(at), created_at=at, events=(event(scope, at),))
+    event = fired(scope, V, Level.WARNING, 500, 1000, at=at, opened_at=at)
+    return OutboxMessage(id=OutboxMessage.new_id(at), created_at=at, events=(event,))
 
 
 # 1. the outbox read ------------------------------------------------------------------------
@@ -96,17 +84,7 @@ THRESHOLDS = {"app": {V: Threshold(1000, 100)}}
 
 
 def reading(at: datetime, voice: int) -> ScopeReading:
-    return ScopeReading(
-        scope="app",
-        kind=ScopeKind.APP,
-        read_at=at,
-        balances={
-            QuotaType.BALANCE: 50_000,
-            V: voice,
-            QuotaType.INDUSTRY: 50_000,
-            QuotaType.MARKET: 50_000,
-        },
-    )
+    return read_ok("app", at, voice=voice)
 
 
 def test_step_ignores_a_reading_older_than_the_one_the_book_last_saw() -> None:
