@@ -1016,8 +1016,8 @@ async def _serve_with(variable: str, value: str) -> None:
             "PORT": str(free_port()),
             "HOST": "127.0.0.1",
         }
-        env[variable] = value
         bot = BotProcess(["serve"], env, Path(tmp), name="fuzz")
+        bot.env[variable] = value  # after: BotProcess itself reads PORT as a number
         await bot.start()
         assert bot.proc is not None
         try:
