@@ -50,9 +50,9 @@ async def test_a_message_delivered_mid_read_does_not_hide_the_ones_behind_it(
     try:
         first, second = message(NOW, "a"), message(NOW + SEC, "b")
         book, version = await store.load_book()
-        assert await store.commit_cycle(CycleCommit([], book, first), version)
+        assert await store.commit_cycle(CycleCommit([], book, [first]), version)
         book, version = await store.load_book()
-        assert await store.commit_cycle(CycleCommit([], book, second), version)
+        assert await store.commit_cycle(CycleCommit([], book, [second]), version)
 
         client: Any = store.redis._r  # the hook sits between the two round trips
         zrange = client.zrange
