@@ -99,7 +99,7 @@ def _retry_after(headers: Any) -> float | None:
         if str(key).lower() == "retry-after":
             if isinstance(value, list | tuple):
                 value = value[0] if value else ""
-            return parse_retry_after(str(value), lambda: datetime.now(UTC))
+            return parse_retry_after(str(value), utcnow)
     return None
 
 
