@@ -46,7 +46,7 @@ MAX_JPUSH_TIMEOUT = 300.0
 MAX_THRESHOLD = 2**63 - 1
 _HOSTNAME = re.compile(r"^(?=.{1,253}\.?$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+$")
 _TOKEN = re.compile(r"^[\x21-\x7e]+$")
-_CHANNEL = re.compile(r"^[^\s\x00-\x1f\x7f]{1,80}$")
+_CHANNEL_NAME = re.compile(r"^[^\s\x00-\x1f\x7f]{1,80}$")
 
 
 def parse_duration(value: object, limit: timedelta = MAX_DURATION) -> timedelta:
@@ -263,7 +263,7 @@ class Settings(BaseSettings):
     @field_validator("slack_channel")
     @classmethod
     def _channel(cls, value: str | None) -> str | None:
-        if value is not None and not _CHANNEL.match(value):
+        if value is not None and not _CHANNEL_NAME.match(value):
             raise ValueError("must be a channel ID or name (at most 80 characters, no spaces)")
         return value
 
