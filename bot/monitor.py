@@ -112,6 +112,7 @@ class Monitor:
         # What this monitor committed last, per scope (kept in memory for /metrics, /healthz).
         self._latest: dict[str, ScopeReading] = {}
         self._forecasts: Forecasts = {}
+        self._burns: Burns = {}
         self._rebuild_from = forecasting.history_needed(burn=bool(policy.burn_factor))
 
     def forget(self) -> None:
@@ -163,12 +164,17 @@ class Monitor:
         self._series.update({k: v for k, v in outlook.states.items() if k[0] in taken_scopes})
         for reading in taken:
             self._latest[reading.scope] = reading
-            if reading.scope in forecasts:
-                self._forecasts[reading.scope] = forecasts[reading.scope]
+            scope = reading.scope
+            if scope in forecasts:
+                self._forecasts[scope] = forecasts[scope]
             elif reading.error is None:
-                self._forecasts.pop(reading.scope, None)
+                self._forecasts.pop(scope, None)
+            if scope in outlook.burns:
+                self._burns[scope] = outlook.burns[scope]
+            elif reading.error is None:
+                self._burns.pop(scope, None)
         await self._store.set_meta(META_FORECASTS, encode_forecasts(self._forecasts))
-        await self._store.set_meta(META_BURNS, encode_burns(outlook.burns))
+        await self._store.set_meta(META_BURNS, encode_burns(self._burns))
         if slow:
             log.info(
                 "committed %d scope(s); still reading %s", len(readings), ", ".join(sorted(slow))
@@ -186,6 +192,10 @@ class Monitor:
     @property
     def forecasts(self) -> Forecasts:
         return self._forecasts
+
+    @property
+    def burns(self) -> Burns:
+        return self._burns
 
     def cancel_fetches(self) -> None:
         """Shutdown: drop reads still in flight (nothing of theirs is written yet)."""

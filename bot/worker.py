@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from bot.clock import Clock, Monotonic
 from bot.delivery import Deliverer, DeliveryStatus
 from bot.errors import StoreError
-from bot.forecast import Forecasts
+from bot.forecast import Burns, Forecasts
 from bot.metrics import Metrics
 from bot.monitor import Monitor
 from bot.quota import ScopeReading
@@ -205,7 +205,9 @@ class Worker:
                         await self._monitor.cycle(deadline=deadline)
                     self.last_cycle_at = self._clock()
                     self.wake_delivery()
-                    self._observe(self._monitor.latest, self._monitor.forecasts)
+                    self._observe(
+                        self._monitor.latest, self._monitor.forecasts, self._monitor.burns
+                    )
                 else:
                     await self._follow_the_poller()
                 self.store_problem = None
@@ -250,12 +252,18 @@ class Worker:
         raw = await self._store.get_meta(META_LAST_CYCLE)
         self.shared_cycle_at = datetime.fromisoformat(raw) if raw else None
         readings = {v.scope: v.reading for v in views if v.reading is not None}
-        self._observe(readings, {v.scope: dict(v.forecasts) for v in views if v.forecasts})
+        self._observe(
+            readings,
+            {v.scope: dict(v.forecasts) for v in views if v.forecasts},
+            {v.scope: dict(v.burns) for v in views if v.burns},
+        )
 
-    def _observe(self, readings: Mapping[str, ScopeReading], forecasts: Forecasts) -> None:
+    def _observe(
+        self, readings: Mapping[str, ScopeReading], forecasts: Forecasts, burns: Burns
+    ) -> None:
         self._readings = dict(readings)
         if self._metrics is not None:
-            views = unread_views(self._monitor.scopes, readings, forecasts)
+            views = unread_views(self._monitor.scopes, readings, forecasts, burns=burns)
             self._metrics.observe_views(views, self._clock())
 
     async def deliver_forever(self) -> None:
