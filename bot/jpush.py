@@ -136,7 +136,7 @@ class JPushClient:
         try:
             balances = await self.fetch_balances(scope)
         except JPushError as exc:
-            logger.warning("JPush scope %s could not be read: %s", scope.name, exc.message)
+            logger.warning("JPush scope %s could not be read: %s", scope.name, _logged(exc))
             return self._reading(scope, error=_fetch_error(exc))
         except Exception as exc:
             # A bug must not take the other scopes of the cycle down with it.
@@ -164,7 +164,7 @@ class JPushClient:
             logger.info(
                 "JPush scope %s: %s; attempt %d of %d, retrying in %.2fs",
                 scope.name,
-                exc.message if isinstance(exc, JPushError) else type(exc).__name__,
+                _logged(exc) if isinstance(exc, JPushError) else type(exc).__name__,
                 state.attempt_number,
                 self._max_attempts,
                 state.upcoming_sleep,
@@ -325,6 +325,11 @@ def _credential(scope: Scope) -> str:
     return f"{scope.kind.value}:{scope.key}"
 
 
+def _logged(exc: JPushError) -> str:
+    """The message with its code: the message itself leaves the code to its own field."""
+    return exc.message if exc.code is None else f"{exc.message} ({exc.code})"
+
+
 def _fetch_error(exc: JPushError) -> FetchError:
     code = exc.code if exc.code is not None else exc.status
     return FetchError(code, exc.message, config=isinstance(exc, JPushConfigError))
@@ -426,17 +431,18 @@ def _error_for(
     if code == NOT_ASSIGNED:
         return None
     if code in _CONFIG_CODES:
-        return JPushConfigError(f"{_CONFIG_CODES[code]} ({code})", code=code, status=status)
+        return JPushConfigError(_CONFIG_CODES[code], code=code, status=status)
     if code in _REQUEST_CODES:
-        return JPushRequestError(f"{_REQUEST_CODES[code]} ({code})", code=code, status=status)
+        return JPushRequestError(_REQUEST_CODES[code], code=code, status=status)
     if code == RATE_LIMITED or status == 429:
-        label = f"({code})" if code == RATE_LIMITED else f"(HTTP {status})"
+        # The code is its own field (renderers add it); a bare 429 names its HTTP status.
+        label = "" if code == RATE_LIMITED else f" (HTTP {status})"
         return JPushRateLimited(
-            f"rate limited by JPush {label}", code=code, status=status, retry_after=retry_after
+            f"rate limited by JPush{label}", code=code, status=status, retry_after=retry_after
         )
     if code == SERVER_ERROR:
         return JPushServerError(
-            f"JPush server error ({code})", code=code, status=status, retry_after=retry_after
+            "JPush server error", code=code, status=status, retry_after=retry_after
         )
     detail = ""
     if code is not None:

@@ -200,8 +200,8 @@ def fmt_threshold(threshold: Threshold | None, loc: Locale = DEFAULT) -> str:
 def fmt_error(error: FetchError, loc: Locale = DEFAULT) -> str:
     """`auth failed (50002)`: one line, bounded, NOT escaped; the code shown once.
 
-    The JPush client often names the code in its message already ("JPush server error
-    (50019)"); then it is not added a second time.
+    The JPush client keeps the code out of its message; a message that names it anyway
+    (an HTTP status, say) does not get it a second time.
     """
     message = one_line(error.message, MAX_ERROR_TEXT) or loc.lang.unknown_error
     if error.code is None:
