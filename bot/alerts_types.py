@@ -348,6 +348,7 @@ class Op:
     scope: str = ""  # for a notice: whose incident it is about
     text: str = ""  # a digest's fallback text
     blocks: tuple[dict[str, Any], ...] = ()  # a digest's Block Kit
+    markdown: str = ""  # a digest's body for a chat robot (then `text` is its title)
 
     @property
     def top_level(self) -> bool:
@@ -378,6 +379,7 @@ class Op:
             "scope": self.scope,
             "text": self.text,
             "blocks": list(self.blocks),
+            "markdown": self.markdown,
         }
 
     @classmethod
@@ -405,6 +407,7 @@ class Op:
             scope=str(d.get("scope", "")),
             text=str(d.get("text", "")),
             blocks=tuple(d.get("blocks", [])),
+            markdown=str(d.get("markdown", "")),
         )
 
 

@@ -15,7 +15,7 @@ from bot.alerts_types import Event
 from bot.chat_webhooks import ChatWebhookNotifier
 from bot.destinations import ChatKind
 from bot.pacing import RateLimit
-from bot.render.chat import render_chat_alert
+from bot.render.chat import render_chat_alert, render_chat_digest
 from bot.render.format import DEFAULT, Locale
 from bot.settings import Settings
 
@@ -35,6 +35,9 @@ class ChatDestination:
 
     async def send_events(self, events: Sequence[Event], now: datetime) -> None:
         await self.webhook.send(render_chat_alert(self.kind, events, now, self._loc))
+
+    async def send_digest(self, title: str, markdown: str) -> None:
+        await self.webhook.send(render_chat_digest(self.kind, title, markdown))
 
     async def close(self) -> None:
         await self.webhook.close()

@@ -172,7 +172,10 @@ class Deliverer:
         rendered: SlackMessage
         notifier = self._notifier
         if isinstance(notifier, EventSender):
-            await notifier.send_events(message.events, now)
+            if message.op is not None and message.op.kind is OpKind.DIGEST:
+                await notifier.send_digest(message.op.text, message.op.markdown)
+            else:
+                await notifier.send_events(message.events, now)
             return Receipt()
         if message.op is not None:
             mention = notifier.mention if isinstance(notifier, SlackWebNotifier) else None

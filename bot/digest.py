@@ -15,9 +15,17 @@ from typing import Any
 
 from bot.alerts_types import Incident, Op, OpKind
 from bot.commands import Command
-from bot.render.format import DEFAULT, Locale, context_block, escape_mrkdwn, header_block
+from bot.render.format import (
+    DEFAULT,
+    MARKDOWN,
+    SLACK,
+    Locale,
+    Markup,
+    context_block,
+    header_block,
+)
 from bot.render.incident import status_line
-from bot.render.slash import render_reply
+from bot.render.slash import render_reply, scope_summary
 from bot.views import ScopeView
 
 MAX_INCIDENT_LINES = 20
@@ -44,6 +52,21 @@ def digest_due(now: datetime, policy: DigestPolicy, last_day: str | None) -> str
     return today.isoformat()
 
 
+def _incident_text(
+    incidents: Mapping[str, Incident], now: datetime, loc: Locale, markup: Markup
+) -> str:
+    lines = [
+        f"{markup.bold(markup.escape(i.scope))} · {i.level.value} · {status_line(i, now, loc)}"
+        for _, i in sorted(incidents.items())
+    ]
+    if not lines:
+        return loc.lang.digest_no_incidents
+    if len(lines) > MAX_INCIDENT_LINES:
+        rest = len(lines) - MAX_INCIDENT_LINES
+        lines = [*lines[:MAX_INCIDENT_LINES], loc.lang.and_more_events.format(n=rest)]
+    return loc.lang.digest_incidents.format(lines="\n".join(lines))
+
+
 def digest_op(
     op_id: str,
     day: str,
@@ -56,22 +79,11 @@ def digest_op(
     """Every scope's state and forecasts (as `/sms-balance all` shows them) and the open
     incidents, as one top-level message."""
     overview = render_reply(Command("show"), views, now, loc=loc)
-    title = f":sunrise: SMS quota daily summary · {day}"
-    lines = [
-        f"*{escape_mrkdwn(i.scope)}* · {i.level.value} · {status_line(i, now, loc)}"
-        for _, i in sorted(incidents.items())
-    ]
-    if not lines:
-        incident_text = "no open incidents"
-    elif len(lines) > MAX_INCIDENT_LINES:
-        rest = len(lines) - MAX_INCIDENT_LINES
-        incident_text = "\n".join([*lines[:MAX_INCIDENT_LINES], f"…and {rest} more"])
-    else:
-        incident_text = "\n".join(lines)
+    title = f":sunrise: {loc.lang.digest_title.format(day=day)}"
     blocks: list[dict[str, Any]] = [
         header_block(title),
         *overview["blocks"][:45],
-        context_block(f"Open incidents:\n{incident_text}"),
+        context_block(_incident_text(incidents, now, loc, SLACK)),
     ]
     text = f"{title} — {overview['text']}"
     return Op(
@@ -82,4 +94,27 @@ def digest_op(
         scope=",".join(v.scope for v in views),
         text=text[:3000],
         blocks=tuple(blocks),
+    )
+
+
+def chat_digest_op(
+    op_id: str,
+    day: str,
+    views: Sequence[ScopeView],
+    incidents: Mapping[str, Incident],
+    now: datetime,
+    loc: Locale = DEFAULT,
+) -> Op:
+    """The same summary as markdown for a chat robot: a title, a line per scope, the open
+    incidents. Each robot's envelope (and size limit) is applied when it is sent."""
+    scopes = [f"- {scope_summary(v, loc, MARKDOWN)}" for v in views]
+    body = "\n".join([*scopes, "", _incident_text(incidents, now, loc, MARKDOWN)])
+    return Op(
+        id=op_id,
+        kind=OpKind.DIGEST,
+        channel="",
+        root_id=op_id,
+        scope=",".join(v.scope for v in views),
+        text=loc.lang.digest_title.format(day=day),
+        markdown=body,
     )

@@ -23,7 +23,7 @@ from bot.alerts_types import AlertBook, Event
 from bot.anomalies import Signals
 from bot.clock import Clock, Monotonic
 from bot.delivery_reports import DeliveryReport
-from bot.digest import DigestPolicy, digest_due, digest_op
+from bot.digest import DigestPolicy, chat_digest_op, digest_due, digest_op
 from bot.errors import StoreError
 from bot.forecast import Burns, Forecast, Forecasts, SeriesState, encode_burns, encode_forecasts
 from bot.jpush import JPushClient
@@ -36,6 +36,7 @@ from bot.store.base import (
     META_BURNS,
     META_FORECASTS,
     META_LAST_CYCLE,
+    PRIMARY,
     CycleCommit,
     OutboxMessage,
     StateStore,
@@ -261,8 +262,22 @@ class Monitor:
             self._loc,
         )
         digest = OutboxMessage(id=op.id, created_at=now, events=(), op=op)
+        # Every other destination (team chats) gets its own copy in its own queue, committed
+        # with the day it marks: once per day there too, across restarts and replicas.
+        chat_op = chat_digest_op(op.id, day, views, book.incidents.open, now, self._loc)
+        chats = [
+            OutboxMessage(
+                id=f"{op.id}-{name}",
+                created_at=now,
+                events=(),
+                destination=name,
+                op=replace(chat_op, id=f"{op.id}-{name}", root_id=f"{op.id}-{name}"),
+            )
+            for name in self.routing.destinations
+            if name != PRIMARY
+        ]
         log.info("daily summary queued", extra={"day": day})
-        return replace(book, digest_day=day), [*messages, digest]
+        return replace(book, digest_day=day), [*messages, digest, *chats]
 
     async def commit_reports(
         self, reports: Sequence[DeliveryReport], readings: Sequence[ScopeReading] = ()

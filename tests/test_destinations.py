@@ -55,6 +55,9 @@ class Robot:
     async def send_events(self, events: Sequence[Event], now: datetime) -> None:
         self.got.append(tuple(events))
 
+    async def send_digest(self, title: str, markdown: str) -> None:
+        self.got.append(())
+
     async def close(self) -> None:
         return None
 

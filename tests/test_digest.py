@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -9,16 +10,21 @@ from zoneinfo import ZoneInfo
 import pytest
 from botproc import BotProcess, free_port
 from builders import StartSim
+from fake_chats import FakeRobot
 from fake_slack import FakeSlack
 from pydantic import SecretStr
 from world import APP_KEY, alerting_env, healthy_simulator
 
-from bot.alerts_types import OpKind
-from bot.digest import DigestPolicy, digest_due, digest_op
+from bot.alerts_types import Op, OpKind
+from bot.destinations import ChatKind
+from bot.digest import DigestPolicy, chat_digest_op, digest_due, digest_op
 from bot.quota import QUOTA_TYPES, Scope, ScopeKind, Threshold
+from bot.render.chat import render_chat_digest
+from bot.render.format import DEFAULT, Locale
 from bot.simulator import JPushSimulator
 from bot.views import unread_views
 
+ROBOT_SECRET = "SECdigest-0123456789"
 UTC9 = DigestPolicy(at=time(9, 0), tz=UTC, channel="C")
 SHANGHAI = DigestPolicy(at=time(9, 0), tz=ZoneInfo("Asia/Shanghai"), channel="C")
 
@@ -59,9 +65,47 @@ def test_digest_names_every_scope() -> None:
     assert "no open incidents" in shown
 
 
-async def test_digest_once_a_day_end_to_end(
-    start_sim: StartSim, slack: FakeSlack, tmp_path: Path, bots: list[BotProcess]
+@pytest.mark.parametrize(
+    ("loc", "title", "none"),
+    [
+        (DEFAULT, "SMS quota daily summary · 2026-12-03", "no open incidents"),
+        (Locale.of("zh-CN", UTC), "短信余量每日汇总 · 2026-12-03", "没有未关闭的事件"),
+    ],
+)
+def test_chat_digest_is_markdown_in_the_message_language(
+    loc: Locale, title: str, none: str
 ) -> None:
+    th = {t: Threshold(1000, 100) for t in QUOTA_TYPES}
+    scopes = [
+        Scope(name=n, kind=ScopeKind.APP, key="k", secret=SecretStr("s"), thresholds=th)
+        for n in ("al_pha", "beta")
+    ]
+    op = chat_digest_op("d1", "2026-12-03", unread_views(scopes), {}, utc(3, 9), loc)
+    assert op.kind is OpKind.DIGEST and op.text == title
+    first, second, blank, last = op.markdown.splitlines()
+    assert first.startswith("- al\\_pha ") and second.startswith("- beta ")  # escaped
+    assert (blank, last) == ("", none)
+    assert Op.from_json(op.to_json()) == op  # it survives the outbox
+    payload = render_chat_digest(ChatKind.WECOM, op.text, op.markdown)
+    assert payload["markdown"]["content"].startswith(f"#### {title}\n- ")
+
+
+@pytest.fixture
+async def robot() -> AsyncIterator[FakeRobot]:
+    made = FakeRobot("dingtalk", secret=ROBOT_SECRET)
+    await made.start()
+    yield made
+    await made.stop()
+
+
+async def test_digest_once_a_day_end_to_end(
+    start_sim: StartSim,
+    slack: FakeSlack,
+    robot: FakeRobot,
+    tmp_path: Path,
+    bots: list[BotProcess],
+) -> None:
+    """Once at Slack and once at a team chat; a restart the same day sends neither again."""
     sim: JPushSimulator = await start_sim(healthy_simulator())
     sim.set_balance(APP_KEY, "voice", 500)
     ahead = datetime.now(UTC) + timedelta(minutes=1)
@@ -72,6 +116,8 @@ async def test_digest_once_a_day_end_to_end(
         POLL_INTERVAL="0.5",
         PORT=str(free_port()),
         DIGEST_AT=ahead.strftime("%H:%M"),
+        DINGTALK_WEBHOOK_URL=robot.url,
+        DINGTALK_SECRET=ROBOT_SECRET,
     )
     bot = BotProcess(["serve"], env, tmp_path, name="first")
     bots.append(bot)
@@ -81,9 +127,16 @@ async def test_digest_once_a_day_end_to_end(
     def digests(s: FakeSlack) -> list[str]:
         return [m.text for m in s.roots() if "daily summary" in m.text]
 
+    def chat_digests(r: FakeRobot) -> list[str]:
+        return [p.text for p in r.accepted() if "daily summary" in p.text]
+
     await slack.wait_for(lambda s: len(digests(s)) == 1, timeout=120)
     [text] = digests(slack)
     assert "account" in text and "shop" in text
+    await robot.wait_for(lambda r: len(chat_digests(r)) == 1, timeout=30)
+    [chat_text] = chat_digests(robot)
+    assert "account" in chat_text and "shop" in chat_text
+    assert "#### SMS quota daily summary" in chat_text and ":sunrise:" not in chat_text
     await bot.kill9()
     again = BotProcess(["serve"], {**env, "PORT": str(free_port())}, tmp_path, name="second")
     bots.append(again)
@@ -92,3 +145,4 @@ async def test_digest_once_a_day_end_to_end(
     start = sim.stats.requests
     await slack.wait_for(lambda s: sim.stats.requests >= start + 12, timeout=30)
     assert len(digests(slack)) == 1, "a second summary the same day"
+    assert len(chat_digests(robot)) == 1, "a second summary the same day in the team chat"

@@ -333,6 +333,11 @@ def render_alert_console(events: Sequence[Event], now: datetime, loc: Locale = D
     return "\n".join(lines)
 
 
+def markdown_text(title: str, body: str) -> str:
+    """A chat message's markdown: the title as a heading, then the body."""
+    return f"#### {escape_markdown(title)}\n{body}"
+
+
 def render_alert_markdown(
     events: Sequence[Event], now: datetime, loc: Locale = DEFAULT
 ) -> MarkdownMessage:
@@ -349,7 +354,7 @@ def render_alert_markdown(
     body = "\n".join(lines)
     return MarkdownMessage(
         title=title,
-        text=f"#### {escape_markdown(title)}\n{body}",
+        text=markdown_text(title, body),
         body=body,
         status=TONES[tone].status,
     )

@@ -15,7 +15,7 @@ from bot.alerts_types import Event
 from bot.chat_formats import Tone, dingtalk_markdown, feishu_card, wecom_markdown
 from bot.destinations import ChatKind
 from bot.quota import Status
-from bot.render.alert import render_alert_markdown
+from bot.render.alert import markdown_text, render_alert_markdown
 from bot.render.format import DEFAULT, Locale
 
 _CARD_TONE: dict[Status, Tone] = {
@@ -32,8 +32,17 @@ def render_chat_alert(
 ) -> dict[str, Any]:
     """The request body that posts one cycle's alert to a `kind` robot."""
     message = render_alert_markdown(events, now, loc)
+    return _envelope(kind, message.title, message.text, message.body, _CARD_TONE[message.status])
+
+
+def render_chat_digest(kind: ChatKind, title: str, body: str) -> dict[str, Any]:
+    """The request body that posts the daily summary (already markdown) to a `kind` robot."""
+    return _envelope(kind, title, markdown_text(title, body), body, "info")
+
+
+def _envelope(kind: ChatKind, title: str, text: str, body: str, tone: Tone) -> dict[str, Any]:
     if kind is ChatKind.DINGTALK:
-        return dingtalk_markdown(message.title, message.text)
+        return dingtalk_markdown(title, text)
     if kind is ChatKind.WECOM:
-        return wecom_markdown(message.text)
-    return feishu_card(message.title, message.body, _CARD_TONE[message.status])
+        return wecom_markdown(text)
+    return feishu_card(title, body, tone)

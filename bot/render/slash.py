@@ -20,6 +20,7 @@ from bot.render.format import (
     SEP,
     SLACK,
     Locale,
+    Markup,
     burn_ratio,
     clip_escaped,
     context_block,
@@ -195,7 +196,7 @@ def _show_reply(
         *fit_sections(sections, MAX_BLOCKS - 2, overflow),
         context_block(footer),
     ]
-    fallback = f"{_esc(title)} — " + "; ".join(_scope_summary(v, loc) for v in selected)
+    fallback = f"{_esc(title)} — " + "; ".join(scope_summary(v, loc) for v in selected)
     return _ephemeral(fallback, blocks)
 
 
@@ -313,14 +314,14 @@ def delivery_summary(counts: Mapping[str, int], loc: Locale = DEFAULT) -> str | 
     return lang.deliveries.format(items=text)
 
 
-def _scope_summary(view: ScopeView, loc: Locale) -> str:
-    """`account critical (balance 9 critical, voice 702 warning, …)`, escaped."""
-    lang = loc.lang
+def scope_summary(view: ScopeView, loc: Locale = DEFAULT, markup: Markup = SLACK) -> str:
+    """`account critical (balance 9 critical, voice 702 warning, …)`, escaped for `markup`."""
+    lang, esc = loc.lang, markup.escape
     reading, levels = view.reading, view.levels
     if reading is None:
         detail = lang.not_read
     elif reading.error is not None:
-        detail = lang.cannot_read.format(error=_esc(fmt_error(reading.error, loc)))
+        detail = lang.cannot_read.format(error=esc(fmt_error(reading.error, loc)))
     elif reading.unassigned or reading.balances is None or levels is None:
         detail = lang.not_assigned_short
     else:
@@ -337,5 +338,5 @@ def _scope_summary(view: ScopeView, loc: Locale) -> str:
             )
         detail = ", ".join(parts)
     return lang.scope_summary.format(
-        scope=_esc(view.scope), status=lang.status_word[view.status], detail=detail
+        scope=esc(view.scope), status=lang.status_word[view.status], detail=detail
     )

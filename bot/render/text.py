@@ -76,6 +76,9 @@ class Lang:
     tone_header: Mapping[Tone, str]  # the message header when this tone is the worst
     count: str  # {n} {word}
     as_of: str  # {when}
+    digest_title: str  # {day}: the daily summary's heading
+    digest_incidents: str  # {lines}: the open incidents under the scopes
+    digest_no_incidents: str
     and_more: str  # {n} {names}: scopes left out of a long message
     and_more_events: str  # {n}: events left out of a long fallback text
     new: str
