@@ -22,7 +22,9 @@ from bot.render.format import (
     Locale,
     Markup,
     context_block,
+    escape_markdown,
     header_block,
+    runs_out,
 )
 from bot.render.incident import status_line
 from bot.render.slash import render_reply, scope_summary
@@ -107,8 +109,17 @@ def chat_digest_op(
 ) -> Op:
     """The same summary as markdown for a chat robot: a title, a line per scope, the open
     incidents. Each robot's envelope (and size limit) is applied when it is sent."""
-    scopes = [f"- {scope_summary(v, loc, MARKDOWN)}" for v in views]
-    body = "\n".join([*scopes, "", _incident_text(incidents, now, loc, MARKDOWN)])
+    lines: list[str] = []
+    for view in views:
+        lines.append(f"- {scope_summary(view, loc, MARKDOWN)}")
+        lines.extend(
+            "  - "
+            + escape_markdown(
+                loc.lang.labelled.format(label=loc.lang.type_name[t], text=runs_out(f, now, loc))
+            )
+            for t, f in sorted(view.forecasts.items())
+        )
+    body = "\n".join([*lines, "", _incident_text(incidents, now, loc, MARKDOWN)])
     return Op(
         id=op_id,
         kind=OpKind.DIGEST,

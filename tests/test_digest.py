@@ -18,7 +18,8 @@ from world import APP_KEY, alerting_env, healthy_simulator
 from bot.alerts_types import Op, OpKind
 from bot.destinations import ChatKind
 from bot.digest import DigestPolicy, chat_digest_op, digest_due, digest_op
-from bot.quota import QUOTA_TYPES, Scope, ScopeKind, Threshold
+from bot.forecast import Forecast
+from bot.quota import QUOTA_TYPES, QuotaType, Scope, ScopeKind, Threshold
 from bot.render.chat import render_chat_digest
 from bot.render.format import DEFAULT, Locale
 from bot.simulator import JPushSimulator
@@ -66,24 +67,37 @@ def test_digest_names_every_scope() -> None:
 
 
 @pytest.mark.parametrize(
-    ("loc", "title", "none"),
+    ("loc", "title", "voice", "none"),
     [
-        (DEFAULT, "SMS quota daily summary · 2026-12-03", "no open incidents"),
-        (Locale.of("zh-CN", UTC), "短信余量每日汇总 · 2026-12-03", "没有未关闭的事件"),
+        (
+            DEFAULT,
+            "SMS quota daily summary · 2026-12-03",
+            "voice: runs out in about 2 days (Sat 09:00 UTC), burning 1,200/day",
+            "no open incidents",
+        ),
+        (
+            Locale.of("zh-CN", UTC),
+            "短信余量每日汇总 · 2026-12-03",
+            "语音：预计约 2 天后用完（周六 09:00 UTC），消耗 1,200 条/天",
+            "没有未关闭的事件",
+        ),
     ],
 )
 def test_chat_digest_is_markdown_in_the_message_language(
-    loc: Locale, title: str, none: str
+    loc: Locale, title: str, voice: str, none: str
 ) -> None:
     th = {t: Threshold(1000, 100) for t in QUOTA_TYPES}
     scopes = [
         Scope(name=n, kind=ScopeKind.APP, key="k", secret=SecretStr("s"), thresholds=th)
         for n in ("al_pha", "beta")
     ]
-    op = chat_digest_op("d1", "2026-12-03", unread_views(scopes), {}, utc(3, 9), loc)
+    forecast = Forecast(per_hour=50.0, empty_at=utc(5, 9))
+    views = unread_views(scopes, forecasts={"beta": {QuotaType.VOICE: forecast}})
+    op = chat_digest_op("d1", "2026-12-03", views, {}, utc(3, 9), loc)
     assert op.kind is OpKind.DIGEST and op.text == title
-    first, second, blank, last = op.markdown.splitlines()
+    first, second, runs_out_line, blank, last = op.markdown.splitlines()
     assert first.startswith("- al\\_pha ") and second.startswith("- beta ")  # escaped
+    assert runs_out_line == f"  - {voice}"
     assert (blank, last) == ("", none)
     assert Op.from_json(op.to_json()) == op  # it survives the outbox
     payload = render_chat_digest(ChatKind.WECOM, op.text, op.markdown)
