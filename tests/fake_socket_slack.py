@@ -1,5 +1,8 @@
 """A fake Slack for Socket Mode on loopback: `apps.connections.open` and the websocket it
-hands out. Tests send envelopes, read the acks, close the socket or ask for a reconnect."""
+hands out. Tests send envelopes, read the acks, close the socket or ask for a reconnect.
+
+SLACK_API_URL is the root of every Web API call, so with `web_api` (another fake's URL) the
+other methods (chat.postMessage ...) are passed on to it."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from aiohttp import WSMsgType, web
 
 
@@ -21,8 +25,9 @@ class Ack:
 
 
 class FakeSocketSlack:
-    def __init__(self, app_token: str = "xapp-1-A1-good") -> None:
+    def __init__(self, app_token: str = "xapp-1-A1-good", web_api: str | None = None) -> None:
         self.app_token = app_token
+        self.web_api = web_api
         self.refuse_with: str | None = None  # an `ok: false` error for every open
         self.available = True  # False: apps.connections.open answers HTTP 503
         self.opens = 0  # apps.connections.open calls that handed out a URL
@@ -44,6 +49,7 @@ class FakeSocketSlack:
         app = web.Application()
         app.router.add_post("/api/apps.connections.open", self._open)
         app.router.add_get("/link", self._link)
+        app.router.add_post("/api/{method}", self._forward)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -119,6 +125,30 @@ class FakeSocketSlack:
         self.opens += 1
         host = request.host
         return web.json_response({"ok": True, "url": f"ws://{host}/link?ticket={self.opens}"})
+
+    async def _forward(self, request: web.Request) -> web.Response:
+        if self.web_api is None:
+            return web.json_response({"ok": False, "error": "unknown_method"})
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() in ("authorization", "content-type")
+        }
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{self.web_api}/api/{request.match_info['method']}",
+                data=await request.read(),
+                headers=headers,
+            ) as answer,
+        ):
+            return web.Response(
+                status=answer.status,
+                body=await answer.read(),
+                headers={
+                    k: v for k, v in answer.headers.items() if k in ("Content-Type", "Retry-After")
+                },
+            )
 
     async def _link(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(autoping=True)

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botproc import BotProcess, free_port, post_slash, run_cli, wait_until
+from botproc import BotProcess, button_press, free_port, post_slash, run_cli, wait_until
 from fake_slack import FakeSlack
 from fake_socket_slack import FakeSocketSlack
 from slack_sdk.socket_mode.request import SocketModeRequest
-from world import APP_KEY, APP_SECRET, DEV_KEY, DEV_SECRET, healthy_simulator
+from world import APP_KEY, APP_SECRET, DEV_KEY, DEV_SECRET, alerting_env, healthy_simulator
 
 from bot.simulator import JPushSimulator
 from bot.socket_mode import BACKOFF_CAP_S, SocketMode, ack_message, is_refusal, reconnect_delay
@@ -275,6 +275,40 @@ async def test_replicas_each_hold_a_connection_and_answer_from_the_shared_state(
         replies.append(without_relative_times(ack.body["payload"]))
     assert replies[0] == replies[1]
     assert "100,000" in replies[0]
+
+
+async def test_acknowledge_button_over_socket_mode_acknowledges_the_incident(
+    sim: JPushSimulator, slack: FakeSlack, tmp_path: Path, bots: list[BotProcess]
+) -> None:
+    # One SLACK_API_URL for both: apps.connections.open here, the rest passed to the Web API fake.
+    socket_slack = FakeSocketSlack(APP_TOKEN, web_api=slack.url)
+    await socket_slack.start()
+    try:
+        env = alerting_env(
+            sim,
+            slack,
+            SLACK_API_URL=socket_slack.url + "/api/",
+            SLACK_APP_TOKEN=APP_TOKEN,
+            STATE_URL=f"sqlite:///{tmp_path}/state.db",
+            POLL_INTERVAL="0.3",
+            PORT=str(free_port()),
+        )
+        sim.set_balance(APP_KEY, "voice", 500)
+        bot = await start_bot(env, tmp_path, bots)
+        await slack.wait_for(lambda s: len(s.roots()) == 1)
+        [root] = slack.roots()
+        await wait_until(lambda: socket_slack.open_sockets == 1, timeout=20, what="a websocket")
+
+        envelope = await socket_slack.send_envelope("interactive", button_press("shop", "ack"))
+        ack = await socket_slack.wait_ack(envelope)
+        assert ack.seconds < 3.0
+        assert ack.body == {"envelope_id": envelope}  # what HTTP answers: an empty 200
+        await slack.wait_for(
+            lambda s: "acknowledged by <@u0oncall>" in (root.text + json.dumps(root.blocks)).lower()
+        )
+        assert bot.proc is not None and bot.proc.returncode is None
+    finally:
+        await socket_slack.stop()
 
 
 async def _cycle_done(bot: BotProcess) -> bool:
