@@ -259,7 +259,10 @@ class Deliverer:
     ) -> None:
         now = self._clock()
         self._not_before = now + delay
-        self._status = DeliveryStatus(queued=self._status.queued, problem=error, refused=refused)
+        # The failed message is still queued; the pass's own count lands only when it ends,
+        # and /healthz may read the status in between.
+        queued = max(self._status.queued, 1)
+        self._status = DeliveryStatus(queued=queued, problem=error, refused=refused)
         if self._metrics:
             self._metrics.delivery_failures.inc()
         # Once an attempt may have arrived, every later one keeps looking first, whatever
