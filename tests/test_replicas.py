@@ -204,8 +204,13 @@ async def test_killed_poller_is_replaced_within_lease_ttl_plus_one_interval(
     assert took <= LEASE_TTL + INTERVAL + SLACK_S, f"took {took:.2f} s"
     assert "balance" in slack.accepted()[0].text
 
-    status, body = await healthz(standby)
-    assert status == 200 and body["poller"] is True
+    # The survivor's /healthz may lag its first cycle as poller by a moment on a loaded
+    # machine; it must be healthy and the poller within one more interval or so.
+    await wait_until(
+        lambda: healthz_poller(standby),
+        timeout=LEASE_TTL + 2 * INTERVAL + SLACK_S,
+        what="the survivor's /healthz to say 200 and poller",
+    )
     await polls(sim, 5)
     assert len(slack.accepted()) == 1, slack.summary()
 
