@@ -49,11 +49,7 @@ class InteractionsRoute:
     async def handle(self, request: web.Request) -> web.Response:
         body = await self._signature.read(request)
         if isinstance(body, Refusal):
-            if body.outcome == "rejected":
-                self._metrics.commands_rejected.inc()
-            elif body.outcome == "too_large":
-                self._metrics.commands_too_large.inc()
-            return body.response
+            return body.counted(self._metrics)
         payload = interaction_payload(body)
         if payload is None:
             log.warning("/slack/interactions: signed, but no JSON object in `payload`")

@@ -17,6 +17,7 @@ from aiohttp import web
 from slack_sdk.signature import Clock, SignatureVerifier
 
 from bot.log_hygiene import LogThrottle
+from bot.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,14 @@ class Refusal:
 
     outcome: Outcome
     response: web.Response
+
+    def counted(self, metrics: Metrics) -> web.Response:
+        """The response, once the refusal is counted (every Slack route counts alike)."""
+        if self.outcome == "rejected":
+            metrics.commands_rejected.inc()
+        elif self.outcome == "too_large":
+            metrics.commands_too_large.inc()
+        return self.response
 
 
 def verify_signature(

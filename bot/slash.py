@@ -101,11 +101,7 @@ class SlashCommands:
         """POST /slack/commands."""
         body = await self._signature.read(request)
         if isinstance(body, Refusal):
-            if body.outcome == "rejected":
-                self._metrics.commands_rejected.inc()
-            elif body.outcome == "too_large":
-                self._metrics.commands_too_large.inc()
-            return body.response
+            return body.counted(self._metrics)
         form = form_fields(body)
         if form.get("ssl_check") == "1":
             self._metrics.commands_ssl_check.inc()
