@@ -9,6 +9,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,6 +20,8 @@ from typing import Any
 
 import pytest
 from builders import FakeClock
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from redis_server import RedisServer
 
 from bot.alerts_types import AlertBook, AlertKind, Event, EventKind, OpenAlert, ScopeHealth
@@ -26,10 +29,10 @@ from bot.errors import ConfigError, StoreError
 from bot.incidents import IncidentPolicy
 from bot.incidents import step as incidents_step
 from bot.quota import FetchError, Level, QuotaType, ScopeKind, ScopeReading
-from bot.store.base import CycleCommit, OutboxMessage, Receipt, StateStore
+from bot.store.base import CycleCommit, OutboxMessage, Receipt, StateStore, to_us
 from bot.store.factory import make_store
 from bot.store.redis import RedisStore
-from bot.store.sqlite import _SCHEMA_V1, SCHEMA_VERSION, SqliteStore
+from bot.store.sqlite import _SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, SCHEMA_VERSION, SqliteStore
 from bot.store.urls import redact_url
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -599,6 +602,92 @@ async def test_sqlite_version_1_queue_upgrades_in_place(tmp_path: Path) -> None:
         assert await store.pending_messages() == [msg]
     finally:
         await store.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    writes=st.lists(
+        st.tuples(st.integers(0, 30), st.integers(0, 10**9), st.sampled_from(["shop", "promo"])),
+        max_size=40,
+    ),
+    compact_points=st.integers(1, 12),
+    since=st.integers(0, 30),
+)
+def test_sqlite_history_reads_the_same_whenever_the_journal_is_moved(
+    writes: list[tuple[int, int, str]], compact_points: int, since: int
+) -> None:
+    """New points go to a journal that moves to the history table every `compact_points`;
+    a read sees the last value written at each instant either way, even when an instant is
+    written again after its first value moved."""
+
+    async def run(path: Path) -> None:
+        store = SqliteStore(path, compact_points=compact_points, clock=FakeClock(NOW))
+        await store.open()
+        model: dict[str, dict[datetime, int]] = {"shop": {}, "promo": {}}
+        try:
+            for minute, value, scope in writes:
+                at = NOW + minute * MIN
+                await store.save_readings([ok(scope, at, balance=value)])
+                model[scope][at] = value
+                with sqlite3.connect(path) as conn:
+                    # What every process reads instead of scanning the journal: the points
+                    # written to it since it was emptied (a rewritten instant counts twice).
+                    (counted,) = conn.execute("SELECT points FROM history_recent_size").fetchone()
+                    (held,) = conn.execute("SELECT count(*) FROM history_recent").fetchone()
+                    assert held <= counted < compact_points
+            for scope, points in model.items():
+                expected = sorted((at, v) for at, v in points.items() if at >= NOW + since * MIN)
+                assert await store.history(scope, B, NOW + since * MIN) == expected
+        finally:
+            await store.close()
+
+    with tempfile.TemporaryDirectory() as workdir:
+        asyncio.run(run(Path(workdir) / "state.db"))
+
+
+async def test_sqlite_journal_is_moved_on_open_and_bounded(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = SqliteStore(path, compact_points=10, clock=FakeClock(NOW))
+    await store.open()
+    for n in range(7):  # 3 points each (balance, voice, industry)
+        await store.save_readings([ok("account", NOW + n * MIN, balance=n)])
+    with sqlite3.connect(path) as conn:
+        # Moved at 12 points (the 4th write); the 5th to 7th wait in the journal.
+        assert conn.execute("SELECT count(*) FROM history_recent").fetchone() == (9,)
+        assert conn.execute("SELECT count(*) FROM history").fetchone() == (12,)
+    await store.close()
+
+    reopened = SqliteStore(path, clock=FakeClock(NOW))
+    await reopened.open()
+    try:
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("SELECT count(*) FROM history_recent").fetchone() == (0,)
+        assert [v for _, v in await reopened.history("account", B, NOW)] == list(range(7))
+    finally:
+        await reopened.close()
+
+
+async def test_sqlite_version_3_history_upgrades_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as conn:
+        for script in (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3):
+            for statement in script.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        conn.executemany(
+            "INSERT INTO history (scope, type, ts_us, value) VALUES ('shop', 'balance', ?, ?)",
+            [(to_us(NOW + n * MIN), 100 - n) for n in range(3)],
+        )
+        conn.execute("PRAGMA user_version = 3")
+    store = SqliteStore(path, clock=FakeClock(NOW))
+    await store.open()
+    try:
+        await store.save_readings([ok("shop", NOW + 3 * MIN, balance=97)])
+        assert [v for _, v in await store.history("shop", B, NOW)] == [100, 99, 98, 97]
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (4,)
 
 
 async def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:
