@@ -334,14 +334,20 @@ class Monitor:
         burns: Burns = {}
         signals: dict[str, dict[QuotaType, Signals]] = {}
         states: dict[SeriesKey, SeriesState] = {}
+        unseen = [
+            (reading.scope, quota_type)
+            for reading in readings
+            for quota_type, _ in history_points(reading)
+            if (reading.scope, quota_type) not in self._series
+        ]
+        stored = await self._store.histories(unseen, now - self._rebuild_from) if unseen else {}
         for reading in readings:
             scope = reading.scope
             for quota_type, value in history_points(reading):
                 key = (scope, quota_type)
                 state = self._series.get(key)
                 if state is None:
-                    since = now - self._rebuild_from
-                    state = forecasting.rebuild(await self._store.history(scope, quota_type, since))
+                    state = forecasting.rebuild(stored[key])
                 state = forecasting.advance(state, reading.read_at, value)
                 states[key] = state
                 found = forecasting.forecast_of(state, min_span=self._min_span)

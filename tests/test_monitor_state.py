@@ -80,13 +80,13 @@ async def test_a_cycle_reads_history_only_for_series_it_has_not_seen(store: Sqli
     clock = FakeClock(NOW)
     client = Drain(clock)
     reads: list[tuple[str, QuotaType]] = []
-    history = store.history
+    histories = store.histories
 
-    async def counting(scope: str, quota_type: QuotaType, since: object) -> object:
-        reads.append((scope, quota_type))
-        return await history(scope, quota_type, since)  # type: ignore[arg-type]
+    async def counting(series: list[tuple[str, QuotaType]], since: object) -> object:
+        reads.extend(series)
+        return await histories(series, since)  # type: ignore[arg-type]
 
-    store.history = counting  # type: ignore[method-assign]
+    store.histories = counting  # type: ignore[method-assign]
     poller = monitor(store, client, clock)
     for _ in range(5):
         await poller.cycle()

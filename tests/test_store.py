@@ -314,6 +314,21 @@ async def test_history_keeps_microseconds_and_returns_utc(store: StateStore) -> 
     assert when.utcoffset() == timedelta(0)
 
 
+async def test_histories_reads_many_series_at_once(store: StateStore) -> None:
+    for n in range(3):
+        await store.save_readings(
+            [ok("account", NOW + n * MIN, balance=n), ok("shop", NOW + n * MIN, voice=10 + n)]
+        )
+    series = [("shop", V), ("nobody", B), ("account", B), ("account", IND)]
+    found = await store.histories(series, NOW + MIN)
+    assert list(found) == series
+    for scope, quota_type in series:
+        assert found[(scope, quota_type)] == await store.history(scope, quota_type, NOW + MIN)
+    assert found[("shop", V)] == [(NOW + MIN, 11), (NOW + 2 * MIN, 12)]
+    assert found[("nobody", B)] == []
+    assert await store.histories([], NOW) == {}
+
+
 async def test_prune_history_drops_older_points(store: StateStore) -> None:
     for n in range(5):
         await store.save_readings([ok("account", NOW + n * MIN, balance=n, voice=None)])
@@ -665,6 +680,31 @@ async def test_sqlite_journal_is_moved_on_open_and_bounded(tmp_path: Path) -> No
         assert [v for _, v in await reopened.history("account", B, NOW)] == list(range(7))
     finally:
         await reopened.close()
+
+
+async def test_sqlite_bulk_read_moves_a_large_journal_and_a_single_read_never_writes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    store = SqliteStore(path, compact_points=160, clock=FakeClock(NOW))  # bulk reads move > 10
+    await store.open()
+
+    def journal() -> int:
+        with sqlite3.connect(path) as conn:
+            return int(conn.execute("SELECT count(*) FROM history_recent").fetchone()[0])
+
+    try:
+        for n in range(4):  # 3 points each
+            await store.save_readings([ok("account", NOW + n * MIN, balance=n)])
+        assert journal() == 12
+        assert [v for _, v in await store.history("account", B, NOW)] == [0, 1, 2, 3]
+        assert journal() == 12
+        found = await store.histories([("account", B), ("account", V)], NOW)
+        assert journal() == 0
+        assert [v for _, v in found[("account", B)]] == [0, 1, 2, 3]
+        assert [v for _, v in found[("account", V)]] == [700] * 4
+    finally:
+        await store.close()
 
 
 async def test_sqlite_version_3_history_upgrades_in_place(tmp_path: Path) -> None:

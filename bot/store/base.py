@@ -209,6 +209,12 @@ class Backend(Protocol):
     async def history(self, scope: str, quota_type: str, since_us: int) -> list[tuple[int, int]]:
         """(ts_us, value) of one series at or after `since_us`, oldest first."""
 
+    async def histories(
+        self, series: Sequence[tuple[str, str]], since_us: int
+    ) -> list[list[tuple[int, int]]]:
+        """`history` of many series at once (a rebuild after start-up or a takeover), in
+        the order given: one round trip, and the backend may prepare for a bulk read."""
+
     async def prune(self, before_us: int, capped: set[tuple[str, str]] | None) -> int:
         """Drop history (and delivered messages) older than `before_us`, and cap the series in
         `capped` (every series when None) to the backend's maximum; returns items removed."""
@@ -341,6 +347,18 @@ class StateStore:
         """Successful values of one series read at or after `since`, oldest first."""
         points = await self.backend.history(scope, quota_type.value, to_us(since))
         return [(from_us(ts), value) for ts, value in points]
+
+    async def histories(
+        self, series: Sequence[tuple[str, QuotaType]], since: datetime
+    ) -> dict[tuple[str, QuotaType], list[tuple[datetime, int]]]:
+        """`history` of many series, read at once."""
+        found = await self.backend.histories(
+            [(scope, quota_type.value) for scope, quota_type in series], to_us(since)
+        )
+        return {
+            key: [(from_us(ts), value) for ts, value in points]
+            for key, points in zip(series, found, strict=True)
+        }
 
     async def prune_history(self, before: datetime) -> int:
         """Drop history older than `before` (and delivered messages); returns items removed."""

@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 2  # 2: per-destination queues, typed messages, kept ts
 SOCKET_TIMEOUT_S = 2.0
 HEALTH_CHECK_INTERVAL_S = 10
+HISTORY_READ_SLICE = 500  # series per pipelined round trip in a bulk history read
 # Reads of the outbox that met a message delivered between their two round trips.
 _READ_ATTEMPTS = 5
 
@@ -194,6 +195,14 @@ def _undelivered(body: dict[str, str]) -> bool:
 def _text(value: object) -> str:
     # decode_responses=True gives str already; redis-py's typing is wider than that.
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _points(members: Sequence[object]) -> list[tuple[int, int]]:
+    points = []
+    for member in members:
+        ts, _, value = _text(member).partition(":")
+        points.append((int(ts), int(value)))
+    return points
 
 
 def _stored(message_id: str, body: dict[str, str]) -> StoredMessage:
@@ -457,11 +466,21 @@ class RedisBackend:
             members = await self._r.zrangebyscore(
                 self._history_key(scope, quota_type), since_us, "+inf"
             )
-        points = []
-        for member in members:
-            ts, _, value = _text(member).partition(":")
-            points.append((int(ts), int(value)))
-        return points
+        return _points(members)
+
+    async def histories(
+        self, series: Sequence[tuple[str, str]], since_us: int
+    ) -> list[list[tuple[int, int]]]:
+        found: list[list[tuple[int, int]]] = []
+        # Pipelined in slices: one round trip per slice, and no reply larger than a slice's.
+        for first in range(0, len(series), HISTORY_READ_SLICE):
+            with self._translate():
+                async with self._r.pipeline(transaction=False) as pipe:
+                    for scope, quota_type in series[first : first + HISTORY_READ_SLICE]:
+                        pipe.zrangebyscore(self._history_key(scope, quota_type), since_us, "+inf")
+                    replies = await pipe.execute()
+            found += [_points(members) for members in replies]
+        return found
 
     async def prune(self, before_us: int, capped: set[tuple[str, str]] | None) -> int:
         # Every series: the cap is cheap here (also applied on write), and retention must

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -150,8 +150,9 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 # series, one move every 327 polls, which writes each series' page once), and on open and
 # on a full prune.
 COMPACT_POINTS = 262_144
-# A series read scans the journal (about 25 ns a point), so a read first moves a journal
-# larger than this: after a takeover, thousands of series are each read once.
+# A series read scans the journal (about 25 ns a point: 7 ms when full), so a bulk read of
+# many series (a rebuild after start-up or a takeover) first moves a journal larger than this
+# (a sixteenth of COMPACT_POINTS, kept in that proportion when a test lowers the limit).
 READ_COMPACT_POINTS = 16_384
 
 
@@ -208,7 +209,7 @@ class SqliteBackend:
         self._max_points = max_points
         self._max_seen = max_seen
         self._compact_points = compact_points
-        self._read_compact_points = min(compact_points, READ_COMPACT_POINTS)
+        self._read_compact_points = compact_points * READ_COMPACT_POINTS // COMPACT_POINTS
         # Trimming the seen-report keys is paced by count: a flood is what makes it due.
         self._reports_since_trim = 0
         self._busy_timeout = busy_timeout
@@ -350,29 +351,24 @@ class SqliteBackend:
 
     async def history(self, scope: str, quota_type: str, since_us: int) -> list[tuple[int, int]]:
         def read(conn: sqlite3.Connection) -> list[tuple[int, int]]:
-            key = (scope, quota_type, since_us)
-            if _journal_size(conn) > self._read_compact_points:
+            # One snapshot: a move of the journal by another process must not fall between
+            # the two tables' reads.
+            with _snapshot(conn):
+                return _series_history(conn, scope, quota_type, since_us)
+
+        return await self._run(read)
+
+    async def histories(
+        self, series: Sequence[tuple[str, str]], since_us: int
+    ) -> list[list[tuple[int, int]]]:
+        def read(conn: sqlite3.Connection) -> list[list[tuple[int, int]]]:
+            # Each series read scans the journal: for thousands of them, moving it first is
+            # cheaper (a single read, a slash command's sparkline, never writes).
+            if len(series) > 1 and _journal_size(conn) > self._read_compact_points:
                 with _transaction(conn):
                     _compact(conn)
-            # One snapshot: a compaction by another process must not move points between
-            # the two reads.
             with _snapshot(conn):
-                kept = conn.execute(
-                    "SELECT ts_us, value FROM history WHERE scope = ? AND type = ? AND ts_us >= ?"
-                    " ORDER BY ts_us",
-                    key,
-                ).fetchall()
-                recent = conn.execute(
-                    "SELECT ts_us, value FROM history_recent"
-                    " WHERE scope = ? AND type = ? AND ts_us >= ?",
-                    key,
-                ).fetchall()
-            if not recent:
-                return kept
-            # A point written again after its first copy was moved: the journal's is newer.
-            merged = dict(kept)
-            merged.update(recent)
-            return sorted(merged.items())
+                return [_series_history(conn, scope, kind, since_us) for scope, kind in series]
 
         return await self._run(read)
 
@@ -626,6 +622,27 @@ def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
         yield
     finally:
         conn.execute("COMMIT")
+
+
+def _series_history(
+    conn: sqlite3.Connection, scope: str, quota_type: str, since_us: int
+) -> list[tuple[int, int]]:
+    key = (scope, quota_type, since_us)
+    kept: list[tuple[int, int]] = conn.execute(
+        "SELECT ts_us, value FROM history WHERE scope = ? AND type = ? AND ts_us >= ?"
+        " ORDER BY ts_us",
+        key,
+    ).fetchall()
+    recent: list[tuple[int, int]] = conn.execute(
+        "SELECT ts_us, value FROM history_recent WHERE scope = ? AND type = ? AND ts_us >= ?",
+        key,
+    ).fetchall()
+    if not recent:
+        return kept
+    # A point written again after its first copy was moved: the journal's is newer.
+    merged = dict(kept)
+    merged.update(recent)
+    return sorted(merged.items())
 
 
 def _compact(conn: sqlite3.Connection) -> None:
