@@ -29,7 +29,15 @@ from bot.errors import ConfigError, StoreError
 from bot.incidents import IncidentPolicy
 from bot.incidents import step as incidents_step
 from bot.quota import FetchError, Level, QuotaType, ScopeKind, ScopeReading
-from bot.store.base import CycleCommit, OutboxMessage, Receipt, StateStore, to_us
+from bot.store.base import (
+    CAP_SLICES,
+    UPKEEP_EVERY,
+    CycleCommit,
+    OutboxMessage,
+    Receipt,
+    StateStore,
+    to_us,
+)
 from bot.store.factory import make_store
 from bot.store.redis import RedisStore
 from bot.store.sqlite import _SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, SCHEMA_VERSION, SqliteStore
@@ -347,6 +355,31 @@ async def test_history_is_capped_per_series(stores: Opener) -> None:
     await store.prune_history(NOW - timedelta(days=1))  # applies the cap on every backend
 
     assert [v for _, v in await store.history("account", B, NOW)] == [3, 4, 5, 6, 7]
+
+
+async def test_upkeep_checks_each_series_against_the_cap_once_per_round(
+    stores: Opener,
+) -> None:
+    clock = FakeClock(NOW)
+    store: StateStore = await stores(clock=clock)
+    checked: list[set[tuple[str, str]]] = []
+    prune = store.backend.prune
+
+    async def recording(before_us: int, capped: set[tuple[str, str]] | None) -> int:
+        assert capped is not None
+        checked.append(set(capped))
+        return await prune(before_us, capped)
+
+    store.backend.prune = recording  # type: ignore[method-assign]
+    scopes = [f"app{i}" for i in range(40)]
+    for n in range(CAP_SLICES):
+        clock.now = NOW + n * UPKEEP_EVERY
+        await store.save_readings([ok(scope, clock.now) for scope in scopes])
+    written = {(scope, t.value) for scope in scopes for t in (B, V, IND)}
+    assert len(checked) == CAP_SLICES
+    assert set().union(*checked) == written  # every series once per round ...
+    assert sum(len(due) for due in checked) == len(written)  # ... and only once
+    assert max(len(due) for due in checked) < len(written) / 10  # spread over the upkeeps
 
 
 async def test_retention_is_applied_while_writing(stores: Opener) -> None:
