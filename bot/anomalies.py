@@ -4,7 +4,9 @@ Pure, called by `alerts.step` for every (scope, type) it evaluates:
 
 - a *sudden drop*: one informational event when a type loses more than `drop_percent` of its
   value between two polls (quota moved from the account pool to an app, a bulk campaign, or
-  abuse); nothing is remembered, so it is said once;
+  abuse), and far more than its usual pace burns in that time (a quota near empty loses a
+  large share a poll at its usual pace: that is the running-out alert's news, not abuse);
+  nothing is remembered, so it is said once;
 - *burning faster than usual*: a warning alert, kept in the book beside the type's threshold or
   running-out alert (its own key), open while the last hour's burn is more than `burn_factor`
   times the usual hourly burn, resolved once it is back under half that factor (no flapping);
@@ -19,7 +21,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from bot.alerts_types import AlertKind, Event, EventKind, OpenAlert
-from bot.forecast import Burn, Drop
+from bot.forecast import STEP_FACTOR, Burn, Drop
 from bot.quota import Level, QuotaType, ScopeKind, ScopeReading, Threshold
 
 
@@ -39,8 +41,11 @@ def sudden_drop(
     now: datetime,
     drop_percent: float,
 ) -> Event | None:
-    """The one-off event for a fall of more than `drop_percent` in one poll (0 disables)."""
+    """The one-off event for a fall of more than `drop_percent` in one poll (0 disables) that
+    is also a step: more than STEP_FACTOR times what the usual pace burns in that time."""
     if not drop_percent or drop is None or drop.percent <= drop_percent:
+        return None
+    if drop.usual is not None and drop.amount <= STEP_FACTOR * drop.usual:
         return None
     return Event(
         kind=EventKind.SUDDEN_DROP,

@@ -233,6 +233,7 @@ class SeriesState:
     value: int
     prev_at: float | None = None
     prev_value: int | None = None
+    prev_typical: float | None = None  # the usual rate before the latest reading
     # The last judged reading: the end of the fitted line, and its value with steps cut out.
     judged_at: float = 0.0
     judged_value: int = 0
@@ -277,6 +278,7 @@ class SeriesState:
             value=self.value,
             prev_at=self.prev_at,
             prev_value=self.prev_value,
+            prev_typical=self.prev_typical,
             judged_at=self.judged_at,
             judged_value=self.judged_value,
             judged_y=self.judged_y,
@@ -370,6 +372,7 @@ def rebuild(
 
 def _read(s: SeriesState, t: float, value: int) -> None:
     s.prev_at, s.prev_value, s.at, s.value = s.at, s.value, t, value
+    s.prev_typical = s.typical
     if not s.pending:
         _judge_against_last(s, t, value)
         return
@@ -598,13 +601,28 @@ class Drop:
     amount: int
     percent: float
     seconds: float  # between the two readings
+    # What the series' usual pace burns in those seconds (None before it has a usual pace).
+    usual: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"amount": self.amount, "percent": self.percent, "seconds": self.seconds}
+        found: dict[str, Any] = {
+            "amount": self.amount,
+            "percent": self.percent,
+            "seconds": self.seconds,
+        }
+        if self.usual is not None:
+            found["usual"] = self.usual
+        return found
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Drop:
-        return cls(int(data["amount"]), float(data["percent"]), float(data["seconds"]))
+        usual = data.get("usual")
+        return cls(
+            int(data["amount"]),
+            float(data["percent"]),
+            float(data["seconds"]),
+            None if usual is None else float(usual),
+        )
 
 
 def drop_of(state: SeriesState | None) -> Drop | None:
@@ -614,10 +632,12 @@ def drop_of(state: SeriesState | None) -> Drop | None:
     amount = state.prev_value - state.value
     if amount <= 0 or state.prev_value <= 0:
         return None
+    seconds = state.at - state.prev_at
     return Drop(
         amount=amount,
         percent=amount / state.prev_value * 100,
-        seconds=state.at - state.prev_at,
+        seconds=seconds,
+        usual=None if state.prev_typical is None else state.prev_typical * seconds,
     )
 
 

@@ -57,6 +57,12 @@ def industry(scope: str, **signal: Drop | Burn | None) -> dict[str, dict[QuotaTy
         pytest.param(Drop(5_000, 5.0, 300.0), POLICY, False, id="small"),
         pytest.param(Drop(60_000, 60.0, 300.0), Policy(drop_percent=0), False, id="disabled"),
         pytest.param(None, POLICY, False, id="no-drop"),
+        # The usual pace burns 1,000 in those 5 minutes: 60,000 is a step, 9,000 is not
+        # (a quota near empty, 60 % of it gone at ten times its pace or less).
+        pytest.param(Drop(60_000, 60.0, 300.0, usual=1_000), POLICY, True, id="a-step"),
+        pytest.param(Drop(9_000, 60.0, 300.0, usual=1_000), POLICY, False, id="usual-pace"),
+        pytest.param(Drop(10_001, 60.0, 300.0, usual=1_000), POLICY, True, id="just-a-step"),
+        pytest.param(Drop(60, 60.0, 300.0, usual=0.0), POLICY, True, id="from-flat"),
     ],
 )
 def test_a_sudden_drop_is_said_once(drop: Drop | None, policy: Policy, expected: bool) -> None:

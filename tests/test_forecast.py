@@ -467,6 +467,16 @@ def test_drop_of_compares_the_last_two_readings(
     assert forecasting.drop_of(forecasting.rebuild(series(values))) == expected
 
 
+def test_drop_of_says_what_the_usual_pace_burns_meanwhile() -> None:
+    # 100 every 5 minutes, then the last poll loses 300.
+    state = forecasting.rebuild(series([10_000 - 100 * n for n in range(20)] + [7_800]))
+    drop = forecasting.drop_of(state)
+    assert drop is not None
+    assert (drop.amount, drop.seconds) == (300, 300.0)
+    assert drop.usual == pytest.approx(100)
+    assert forecasting.Drop.from_json(drop.to_json()) == drop
+
+
 # --- burning faster than usual ------------------------------------------------------------
 
 
