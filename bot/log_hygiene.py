@@ -103,17 +103,22 @@ class LogThrottle:
         self._windows: dict[str, _Window] = {}
 
     def log(self, reason: str, emit: Callable[[int], None]) -> None:
+        self.tally(reason, 1, lambda count, _first: emit(count))
+
+    def tally(self, reason: str, n: int, emit: Callable[[int, bool], None]) -> None:
+        """Like `log` for `n` occurrences at once: `emit(count, first)` gets the total since
+        the last line, and whether this is the reason's first line."""
         now = self._monotonic()
         window = self._windows.get(reason)
         if window is not None and now - window.started < self._every:
-            window.suppressed += 1
+            window.suppressed += n
             return
-        count = 1 + (window.suppressed if window is not None else 0)
+        count = n + (window.suppressed if window is not None else 0)
         self._windows[reason] = _Window(started=now)
         if len(self._windows) > 1000:
             # Reasons are a handful of fixed strings; this only guards against a caller bug.
             self._windows = {reason: self._windows[reason]}
-        emit(count)
+        emit(count, window is None)
 
 
 class ClientErrorFilter(logging.Filter):

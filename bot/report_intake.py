@@ -29,6 +29,7 @@ from bot.delivery_reports import (
 )
 from bot.errors import StoreError
 from bot.jpush import JPushClient
+from bot.log_hygiene import LogThrottle
 from bot.metrics import Metrics
 from bot.monitor import Monitor
 from bot.quota import Scope, ScopeKind, ScopeReading
@@ -44,6 +45,9 @@ EXPIRY_DELAY = RATE_LIMIT_CLEARS_AFTER.total_seconds() + 1.0
 # How long a 4005 that opens an alert waits for the app's fresh quotas before the alert goes
 # out without them (the next poll brings them).
 FETCH_DEADLINE = 2.0
+# Failed sends go on until the quota is topped up, reported in batches several times a
+# second: the log gets the first batch at once, then a total per app and status this often.
+FAILURE_LOG_EVERY_S = 60.0
 
 
 class _GroupCommit:
@@ -95,6 +99,7 @@ class ReportIntake:
         wake_delivery: Callable[[], None] = lambda: None,
         fetch_deadline: float = FETCH_DEADLINE,
         expiry_delay: float = EXPIRY_DELAY,
+        failure_log: LogThrottle | None = None,
     ) -> None:
         self._scopes = {s.name: s for s in scopes}
         self._store = store
@@ -107,6 +112,7 @@ class ReportIntake:
         self._commits = _GroupCommit(self._commit)
         self._expiry_delay = expiry_delay
         self._expiry: asyncio.Task[None] | None = None
+        self._failure_log = failure_log or LogThrottle(every=FAILURE_LOG_EVERY_S)
 
     async def accept(self, report: DeliveryReport) -> bool:
         now = self._clock()
@@ -136,7 +142,7 @@ class ReportIntake:
     async def _commit(self, reports: list[DeliveryReport]) -> None:
         readings = await self._fresh_readings(reports)
         events = await self._monitor.commit_reports(reports, readings)
-        _log_failures(reports)
+        _log_failures(self._failure_log, reports)
         if events:
             self._wake()
         if any(r.status == RATE_EXCEEDED for r in reports):
@@ -184,15 +190,25 @@ class ReportIntake:
         return [task.result() for task in done if task.exception() is None]
 
 
-def _log_failures(reports: Sequence[DeliveryReport]) -> None:
-    """One line per app and failing status per batch, however many reports it held."""
+def _log_failures(throttle: LogThrottle, reports: Sequence[DeliveryReport]) -> None:
+    """A line per app and failing status when they start, then a total a minute at most."""
     failing: dict[tuple[str, int], int] = {}
     for report in reports:
         if report.status in (QUOTA_EXHAUSTED, RATE_EXCEEDED):
             key = (report.scope, report.status)
             failing[key] = failing.get(key, 0) + 1
     for (scope, status), n in sorted(failing.items()):
-        log.warning("delivery reports from %s: %d x %s", scope, n, STATUS_NAMES[status])
+        name = STATUS_NAMES[status]
+
+        def emit(count: int, first: bool, scope: str = scope, name: str = name) -> None:
+            if first:
+                log.warning("delivery reports from %s: %d x %s", scope, count, name)
+            else:
+                log.warning(
+                    "delivery reports from %s: %d x %s since the last such line", scope, count, name
+                )
+
+        throttle.tally(f"{scope}/{status}", n, emit)
 
 
 def callback_signer(scopes: Sequence[Scope]) -> Signer:

@@ -17,6 +17,7 @@ from bot.alerts_types import AlertKind, EventKind
 from bot.delivery_reports import DeliveryReport
 from bot.errors import StoreError
 from bot.jpush import JPushClient
+from bot.log_hygiene import LogThrottle
 from bot.monitor import Monitor
 from bot.quota import QUOTA_TYPES, Scope, ScopeKind, Threshold
 from bot.report_intake import ReportIntake
@@ -30,7 +31,14 @@ StartSim = Callable[[JPushSimulator], Awaitable[JPushSimulator]]
 
 
 class Harness:
-    def __init__(self, sim: JPushSimulator, store: SqliteStore, *, expiry_delay: float) -> None:
+    def __init__(
+        self,
+        sim: JPushSimulator,
+        store: SqliteStore,
+        *,
+        expiry_delay: float,
+        failure_log: LogThrottle | None = None,
+    ) -> None:
         assert sim.base_url is not None
         self.sim = sim
         self.store = store
@@ -46,6 +54,7 @@ class Harness:
             clock=self.clock,
             wake_delivery=self.wake,
             expiry_delay=expiry_delay,
+            failure_log=failure_log,
         )
         self.nonce = 0
 
@@ -109,6 +118,27 @@ async def test_concurrent_4005s_open_one_alert_with_one_fresh_read(sim: JPushSim
         assert len(await h.store.pending_messages()) == 1
         assert h.woken == 1
         assert await h.store.report_counts("shop", NOW, NOW) == {"4005": 50}
+    finally:
+        await h.close()
+
+
+async def test_failed_sends_log_their_first_batch_then_a_total_a_minute(
+    sim: JPushSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    monotonic = [0.0]
+    throttle = LogThrottle(every=60.0, monotonic=lambda: monotonic[0])
+    h = Harness(sim, await opened(SqliteStore(":memory:")), expiry_delay=60, failure_log=throttle)
+    caplog.set_level("WARNING", logger="bot.report_intake")
+    try:
+        for second in range(0, 130, 2):  # a failing send every 2 s for 130 s
+            monotonic[0] = float(second)
+            await h.intake.accept(h.report(4005))
+        lines = [r.getMessage() for r in caplog.records if "delivery reports" in r.getMessage()]
+        assert lines == [
+            "delivery reports from shop: 1 x quota exhausted",
+            "delivery reports from shop: 30 x quota exhausted since the last such line",
+            "delivery reports from shop: 30 x quota exhausted since the last such line",
+        ]
     finally:
         await h.close()
 
