@@ -108,6 +108,10 @@ class Monitor:
         # True while waiting on JPush: nothing is written yet, so shutdown may cancel at once.
         self.fetching = False
         self._series: dict[SeriesKey, SeriesState] = {}
+        # A cycle and a delivery report's commit each advance the running state from what it
+        # was and then replace it: one at a time, or one of them drops the other's reading
+        # (and this process no longer agrees with a replica rebuilding from the store).
+        self._evaluating = asyncio.Lock()
         # Reads still running past a cycle's deadline, by scope: each lands in a later cycle.
         self._inflight: dict[str, asyncio.Task[ScopeReading]] = {}
         # What this monitor committed last, per scope (kept in memory for /metrics, /healthz).
@@ -139,43 +143,44 @@ class Monitor:
             readings, slow = await self._fetch(deadline)
         finally:
             self.fetching = False
-        now = self._clock()
-        outlook = await self.outlook(readings, now)
-        forecasts = outlook.forecasts
+        async with self._evaluating:
+            now = self._clock()
+            outlook = await self.outlook(readings, now)
+            forecasts = outlook.forecasts
 
-        def with_digest(
-            book: AlertBook, messages: list[OutboxMessage], fresh: Sequence[ScopeReading]
-        ) -> tuple[AlertBook, list[OutboxMessage]]:
-            return self._with_digest(book, messages, fresh, forecasts, now)
+            def with_digest(
+                book: AlertBook, messages: list[OutboxMessage], fresh: Sequence[ScopeReading]
+            ) -> tuple[AlertBook, list[OutboxMessage]]:
+                return self._with_digest(book, messages, fresh, forecasts, now)
 
-        events, taken = await evaluate_and_commit(
-            self._store,
-            readings,
-            self._thresholds,
-            forecasts,
-            now,
-            self.policy,
-            self.routing,
-            signals=outlook.signals,
-            finish=with_digest,
-        )
-        await self._store.set_meta(META_LAST_CYCLE, now.isoformat())
-        # Only what was committed joins the running state (an older reading was not stored).
-        taken_scopes = {r.scope for r in taken}
-        self._series.update({k: v for k, v in outlook.states.items() if k[0] in taken_scopes})
-        for reading in taken:
-            self._latest[reading.scope] = reading
-            scope = reading.scope
-            if scope in forecasts:
-                self._forecasts[scope] = forecasts[scope]
-            elif reading.error is None:
-                self._forecasts.pop(scope, None)
-            if scope in outlook.burns:
-                self._burns[scope] = outlook.burns[scope]
-            elif reading.error is None:
-                self._burns.pop(scope, None)
-        await self._store.set_meta(META_FORECASTS, encode_forecasts(self._forecasts))
-        await self._store.set_meta(META_BURNS, encode_burns(self._burns))
+            events, taken = await evaluate_and_commit(
+                self._store,
+                readings,
+                self._thresholds,
+                forecasts,
+                now,
+                self.policy,
+                self.routing,
+                signals=outlook.signals,
+                finish=with_digest,
+            )
+            await self._store.set_meta(META_LAST_CYCLE, now.isoformat())
+            # Only what was committed joins the running state (an older reading was not stored).
+            taken_scopes = {r.scope for r in taken}
+            self._series.update({k: v for k, v in outlook.states.items() if k[0] in taken_scopes})
+            for reading in taken:
+                self._latest[reading.scope] = reading
+                scope = reading.scope
+                if scope in forecasts:
+                    self._forecasts[scope] = forecasts[scope]
+                elif reading.error is None:
+                    self._forecasts.pop(scope, None)
+                if scope in outlook.burns:
+                    self._burns[scope] = outlook.burns[scope]
+                elif reading.error is None:
+                    self._burns.pop(scope, None)
+            await self._store.set_meta(META_FORECASTS, encode_forecasts(self._forecasts))
+            await self._store.set_meta(META_BURNS, encode_burns(self._burns))
         if slow:
             log.info(
                 "committed %d scope(s); still reading %s", len(readings), ", ".join(sorted(slow))
@@ -284,6 +289,12 @@ class Monitor:
     ) -> list[Event]:
         """Delivery reports, and the readings they made us take, evaluated and committed
         atomically with their message, exactly as a poll cycle is."""
+        async with self._evaluating:
+            return await self._commit_reports(reports, readings)
+
+    async def _commit_reports(
+        self, reports: Sequence[DeliveryReport], readings: Sequence[ScopeReading]
+    ) -> list[Event]:
         now = self._clock()
         # The fresh readings advance the forecasts like a poll's, so running-out alerts stay
         # as they are rather than closing for want of a forecast.
@@ -291,16 +302,20 @@ class Monitor:
         forecasts = outlook.forecasts if outlook is not None else {}
         signals = outlook.signals if outlook is not None else {}
         events: list[Event] = []
+        fresh: list[ScopeReading] = []
         for _ in range(COMMIT_ATTEMPTS):
             book, version = await self._store.load_book()
             alerts, events = step_reports(
                 book.alerts, reports, self._apps, now, self.policy.repeat_interval
             )
             new_book = replace(book, alerts=alerts)
-            if readings:
+            # As in a cycle: a reading older than one already taken in (a poll that read
+            # later but committed first) is neither evaluated nor stored.
+            fresh = [r for r in readings if book.is_newer(r)]
+            if fresh:
                 new_book, polled = step(
                     new_book,
-                    readings,
+                    fresh,
                     self._thresholds,
                     forecasts,
                     now,
@@ -313,13 +328,14 @@ class Monitor:
             new_book, messages = plan_messages(
                 new_book, events, now, self.routing, OutboxMessage.new_id(now)
             )
-            if await self._store.commit_cycle(CycleCommit(readings, new_book, messages), version):
+            if await self._store.commit_cycle(CycleCommit(fresh, new_book, messages), version):
                 break
             log.info("alert state changed underneath these reports; evaluating again")
         else:
             raise StoreError("could not commit delivery reports: the alert state kept changing")
         if outlook is not None:
-            self._series.update(outlook.states)
+            taken = {r.scope for r in fresh}
+            self._series.update({k: v for k, v in outlook.states.items() if k[0] in taken})
         if events and self._metrics is not None:
             self._metrics.alerts_queued.inc()
         return events

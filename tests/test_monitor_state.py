@@ -3,6 +3,7 @@ the stored history (what a replica taking over the poller lease does)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -95,3 +96,39 @@ async def test_a_cycle_reads_history_only_for_series_it_has_not_seen(store: Sqli
     poller.forget()
     await poller.cycle()
     assert len(reads) == 2 * len(SCOPES) * len(QUOTA_TYPES)
+
+
+@pytest.mark.parametrize(
+    "offset",
+    [
+        pytest.param(30, id="read-after-the-poll"),
+        # Older than the poll's reading: once the poll is in, it is neither evaluated nor
+        # stored (a replica's rebuild would otherwise hold a reading the poller skipped).
+        pytest.param(-30, id="read-before-the-poll"),
+    ],
+)
+async def test_a_report_read_during_a_cycle_stays_in_the_running_state(
+    store: SqliteStore, offset: int
+) -> None:
+    """A delivery report's fresh read, committed while a poll cycle is between its forecast
+    and its commit, must not be dropped from the running state by that cycle: the poller
+    then still agrees with a replica rebuilding from the store."""
+    clock = FakeClock(NOW)
+    client = Drain(clock)
+    poller = monitor(store, client, clock)
+    for _ in range(10):
+        await poller.cycle()
+        clock.advance(EVERY)
+    shop = next(s for s in SCOPES if s.name == "shop")
+    fresh = ScopeReading(
+        scope="shop",
+        kind=shop.kind,
+        read_at=clock() + timedelta(seconds=offset),
+        balances={t: 99_800 if t is QuotaType.INDUSTRY else 5_000 for t in QUOTA_TYPES},
+    )
+    await asyncio.gather(poller.cycle(), poller.commit_reports([], [fresh]))
+    clock.advance(EVERY)
+    readings = await client.fetch_all(SCOPES)
+    ours = await poller.outlook(readings, clock())
+    taking_over = await monitor(store, client, clock).outlook(readings, clock())
+    assert ours.states == taking_over.states
