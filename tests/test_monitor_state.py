@@ -57,13 +57,19 @@ def monitor(store: SqliteStore, client: Drain, clock: FakeClock) -> Monitor:
     return Monitor(SCOPES, Policy(), client, store, clock=clock)  # type: ignore[arg-type]
 
 
-async def test_a_replica_taking_over_rebuilds_the_state_the_poller_had(store: SqliteStore) -> None:
+async def polled(store: SqliteStore, cycles: int) -> tuple[Monitor, Drain, FakeClock]:
+    """A poller after `cycles` polls, 5 minutes apart."""
     clock = FakeClock(NOW)
     client = Drain(clock)
     poller = monitor(store, client, clock)
-    for _ in range(60):
+    for _ in range(cycles):
         await poller.cycle()
         clock.advance(EVERY)
+    return poller, client, clock
+
+
+async def test_a_replica_taking_over_rebuilds_the_state_the_poller_had(store: SqliteStore) -> None:
+    poller, client, clock = await polled(store, 60)
     readings = await client.fetch_all(SCOPES)
     ours = await poller.outlook(readings, clock())
     taking_over = await monitor(store, client, clock).outlook(readings, clock())
@@ -113,12 +119,7 @@ async def test_a_report_read_during_a_cycle_stays_in_the_running_state(
     """A delivery report's fresh read, committed while a poll cycle is between its forecast
     and its commit, must not be dropped from the running state by that cycle: the poller
     then still agrees with a replica rebuilding from the store."""
-    clock = FakeClock(NOW)
-    client = Drain(clock)
-    poller = monitor(store, client, clock)
-    for _ in range(10):
-        await poller.cycle()
-        clock.advance(EVERY)
+    poller, client, clock = await polled(store, 10)
     shop = next(s for s in SCOPES if s.name == "shop")
     fresh = ScopeReading(
         scope="shop",
