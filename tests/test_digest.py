@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -120,16 +121,22 @@ async def test_digest_once_a_day_end_to_end(
     bots: list[BotProcess],
 ) -> None:
     """Once at Slack and once at a team chat; a restart the same day sends neither again."""
+    # DIGEST_AT 00:00 has always passed, so the summary is due at the first cycle (the "caught
+    # up the same day" path) instead of after a minute of waiting. The restart must fall on
+    # the same day: a run that could straddle midnight starts after it.
+    now = datetime.now(UTC)
+    midnight = datetime.combine(now.date() + timedelta(days=1), time(0), tzinfo=UTC)
+    if midnight - now < timedelta(minutes=2):
+        await asyncio.sleep((midnight - now).total_seconds() + 1)
     sim: JPushSimulator = await start_sim(healthy_simulator())
     sim.set_balance(APP_KEY, "voice", 500)
-    ahead = datetime.now(UTC) + timedelta(minutes=1)
     env = alerting_env(
         sim,
         slack,
         STATE_URL=f"sqlite:///{tmp_path}/state.db",
         POLL_INTERVAL="0.5",
         PORT=str(free_port()),
-        DIGEST_AT=ahead.strftime("%H:%M"),
+        DIGEST_AT="00:00",
         DINGTALK_WEBHOOK_URL=robot.url,
         DINGTALK_SECRET=ROBOT_SECRET,
     )
@@ -144,7 +151,7 @@ async def test_digest_once_a_day_end_to_end(
     def chat_digests(r: FakeRobot) -> list[str]:
         return [p.text for p in r.accepted() if "daily summary" in p.text]
 
-    await slack.wait_for(lambda s: len(digests(s)) == 1, timeout=120)
+    await slack.wait_for(lambda s: len(digests(s)) == 1, timeout=30)
     [text] = digests(slack)
     assert "account" in text and "shop" in text
     await robot.wait_for(lambda r: len(chat_digests(r)) == 1, timeout=30)
