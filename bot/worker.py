@@ -272,7 +272,8 @@ class Worker:
 
     async def _drain(self, index: int) -> None:
         deliverer, wake = self._deliverers[index], self._wakes[index]
-        await self.store_ready.wait()
+        if not await self._store_ready_or_stopped():
+            return
         idle = min(5.0, self.poll_interval.total_seconds())
         while not self._stop.is_set():
             # Cleared before the work, not after: a wake-up (stop, or a cycle that queued a
@@ -343,6 +344,20 @@ class Worker:
         with contextlib.suppress(StoreError):
             await self._store.release_lease(self.holder)
         self.is_poller = False
+
+    async def _store_ready_or_stopped(self) -> bool:
+        """Whether the store opened; False once stopped first. Waiting on the store alone held
+        a SIGTERM for the whole shutdown grace while the store was down."""
+        waits = {
+            asyncio.ensure_future(self.store_ready.wait()),
+            asyncio.ensure_future(self._stop.wait()),
+        }
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+        return not self._stop.is_set()
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -24,7 +24,7 @@ from bot.notify import ConsoleNotifier
 from bot.settings import Settings
 from bot.simulator import JPushSimulator, SimScope
 from bot.store.sqlite import SqliteStore
-from bot.web import SERVICES, create_app
+from bot.web import SERVICES, SHUTDOWN_GRACE, create_app
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 NOW = 1_764_000_000.0
@@ -393,3 +393,7 @@ async def test_store_down_help_still_names_scopes_and_show_says_why(
     body = form("")
     reply = await (await client.post("/slack/commands", data=body, headers=signed(body, TS))).json()
     assert "unreachable" in str(reply)
+    # Stopping does not wait out the shutdown grace for a store that never opened.
+    started = time.monotonic()
+    await client.close()
+    assert time.monotonic() - started < SHUTDOWN_GRACE / 4
