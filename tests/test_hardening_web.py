@@ -195,11 +195,19 @@ async def test_replayed_refresh_reads_jpush_once_and_posts_once(
             async with http.post(bot.base_url + "/slack/commands", data=body, headers=headers) as r:
                 assert r.status == 200
         assert count(sim, APP_KEY) - before == 1
-        # Slow JPush: replays answer "pending"; one follow-up post, not one per replay.
-        sim.set_latency(APP_KEY, 3.0)
-        await asyncio.sleep(10.5)  # past the shared read's reuse window
-        slow_body = body.replace(b"%2Fx", b"%2Fy")
+        # Slow JPush: replays answer "pending"; one follow-up post, not one per replay. The
+        # account, so that its read is a new one (the shop's is shared for REFRESH_REUSE_S;
+        # test_slash drives that window with a clock).
+        sim.set_latency(DEV_KEY, 3.0)
+        slow_body = urlencode(
+            {
+                "command": "/sms-balance",
+                "text": "refresh account",
+                "response_url": slack.url + "/response/y",
+            }
+        ).encode()
         slow_headers = signed(slow_body)
+        slow_before = count(sim, DEV_KEY)
 
         async def replay() -> int:
             async with http.post(
@@ -211,6 +219,7 @@ async def test_replayed_refresh_reads_jpush_once_and_posts_once(
     await slack.wait_for(lambda s: len(s.accepted("/response/y")) >= 1, timeout=20)
     await asyncio.sleep(2)
     assert len(slack.attempts("/response/y")) == 1, slack.summary()
+    assert count(sim, DEV_KEY) - slow_before == 1
 
 
 async def test_a_slow_body_is_dropped_and_malformed_requests_log_no_traceback(

@@ -23,6 +23,7 @@ from bot.app import build_services
 from bot.notify import ConsoleNotifier
 from bot.settings import Settings
 from bot.simulator import JPushSimulator, SimScope
+from bot.slash import REFRESH_REUSE_S
 from bot.store.sqlite import SqliteStore
 from bot.web import SERVICES, SHUTDOWN_GRACE, create_app
 
@@ -370,6 +371,38 @@ async def test_cached_reply_never_outlives_a_refresh(
     assert "1,111" in str(await fresh.json())
     again = await (await client.post("/slack/commands", data=body, headers=signed(body, TS))).json()
     assert "1,111" in str(again)
+
+
+async def test_refresh_shares_one_read_until_its_window_ends(
+    sim: JPushSimulator, clock: FixedClock, aiohttp_client: AiohttpClient
+) -> None:
+    ticks = [1_000.0]  # the monotonic clock, in seconds
+    app = create_app(
+        build_services(
+            make_settings(sim),
+            store=SqliteStore(":memory:"),
+            notifier=ConsoleNotifier(io.StringIO()),
+            monotonic=lambda: ticks[0],
+        ),
+        signature_clock=clock,
+    )
+    client = await aiohttp_client(app)
+    await wait_until(lambda: app[SERVICES].worker.last_cycle_at is not None, what="a poll")
+    before = sim.stats.requests_by_key.get("shop", 0)
+
+    async def reads_after_refresh() -> int:
+        body = form("refresh shop")
+        response = await client.post("/slack/commands", data=body, headers=signed(body, TS))
+        assert response.status == 200
+        assert "just now" in str(await response.json())
+        return sim.stats.requests_by_key.get("shop", 0) - before
+
+    assert await reads_after_refresh() == 1
+    assert await reads_after_refresh() == 1  # a replay shares the read
+    ticks[0] += REFRESH_REUSE_S - 0.5
+    assert await reads_after_refresh() == 1
+    ticks[0] += 1.0
+    assert await reads_after_refresh() == 2  # the window is over: JPush is read again
 
 
 async def test_store_down_help_still_names_scopes_and_show_says_why(
