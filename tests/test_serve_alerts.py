@@ -150,7 +150,8 @@ async def test_permanent_refusal_stays_queued_and_shows_in_healthz(
     await wait_until(degraded, what="/healthz to report the refusal")
     _, body = await bot.get_json("/healthz")
     assert "invalid_auth" in body["delivery"]["error"]
-    assert "configuration error" in bot.stderr()
+    # Logged after the refusal is stored; /healthz shows it a moment before.
+    await wait_until(lambda: "configuration error" in bot.stderr(), what="the log line")
     assert slack.accepted() == []
 
 
