@@ -222,6 +222,8 @@ async def serve_app(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    # Before anything runs: the full collection blocks the loop (tens of ms).
+    tune_gc()
     runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
@@ -239,7 +241,6 @@ async def serve_app(
     if runner.addresses:
         bound = int(runner.addresses[0][1])
     log.info("listening on http://%s:%s", host, bound)
-    tune_gc()
     if on_started is not None:
         await on_started(bound)
     await stop.wait()
