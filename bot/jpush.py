@@ -54,6 +54,13 @@ NOT_ASSIGNED = 50033
 # The longest pause ever honoured: one answer must not silence a scope for longer than this
 # (the bot also caps it at one poll interval).
 MAX_PAUSE = 300.0
+# Rate limits from two credentials this close together mean the limit is shared (counted per
+# account or per caller, per second): every credential then steps back for up to this long,
+# instead of each being refused in turn.
+SHARED_LIMIT_WINDOW = 1.0
+SHARED_LIMIT_PAUSE = 1.0
+# The key under which a pause that holds back every credential is kept.
+_EVERY_CREDENTIAL = "*"
 _MAX_CODE = 999_999_999
 _KNOWN_CODES = {*_CONFIG_CODES, *_REQUEST_CODES, RATE_LIMITED, SERVER_ERROR, NOT_ASSIGNED}
 
@@ -106,6 +113,7 @@ class JPushClient:
         # the others.
         self._not_before: dict[str, float] = {}
         self._pause_reason: dict[str, JPushTransientError] = {}
+        self._rate_limited_at: dict[str, float] = {}  # per credential, its latest 50009
         self._backoff = wait_random_exponential(multiplier=0.5, max=10)
 
     async def __aenter__(self) -> JPushClient:
@@ -207,12 +215,12 @@ class JPushClient:
         key = _credential(scope)
         waited_for: float | None = None
         while True:
-            not_before = self._not_before.get(key, -math.inf)
+            not_before, reason = self._pause_of(key)
             if not_before != waited_for:
-                await self._wait_out_pause(key, not_before, started)
+                await self._wait_out_pause(not_before, reason, started)
                 waited_for = not_before
             await semaphore.acquire()
-            if self._not_before.get(key, -math.inf) == waited_for:
+            if self._pause_of(key)[0] == waited_for:
                 break
             semaphore.release()
         try:
@@ -220,11 +228,19 @@ class JPushClient:
         finally:
             semaphore.release()
 
-    async def _wait_out_pause(self, key: str, not_before: float, started: float) -> None:
+    def _pause_of(self, key: str) -> tuple[float, JPushTransientError | None]:
+        """Until when a credential waits (its own pause, or one for every credential), and why."""
+        own = self._not_before.get(key, -math.inf)
+        shared = self._not_before.get(_EVERY_CREDENTIAL, -math.inf)
+        which = key if own >= shared else _EVERY_CREDENTIAL
+        return max(own, shared), self._pause_reason.get(which)
+
+    async def _wait_out_pause(
+        self, not_before: float, reason: JPushTransientError | None, started: float
+    ) -> None:
         delay = not_before - self._monotonic()
         if delay <= 0:
             return
-        reason = self._pause_reason.get(key)
         if self._monotonic() - started + delay > self._retry_budget and reason is not None:
             # Calling anyway would only be refused again; report the pause as this scope's error.
             raise type(reason)(
@@ -236,12 +252,25 @@ class JPushClient:
         await self._sleep(delay)
 
     def _note_pause(self, scope: Scope, exc: JPushTransientError) -> None:
-        """A rate limit or a Retry-After holds back every scope using the same credential."""
+        """A rate limit or a Retry-After holds back every scope using the same credential; rate
+        limits on two credentials within SHARED_LIMIT_WINDOW briefly hold back every one."""
         pause = self._pause_for(exc)
         if pause is None:
             return
         key = _credential(scope)
-        until = self._monotonic() + pause
+        now = self._monotonic()
+        self._extend_pause(key, now + pause, exc)
+        if isinstance(exc, JPushRateLimited):
+            self._rate_limited_at[key] = now
+            recent = [
+                k for k, at in self._rate_limited_at.items() if now - at <= SHARED_LIMIT_WINDOW
+            ]
+            if len(recent) >= 2:
+                self._extend_pause(_EVERY_CREDENTIAL, now + min(pause, SHARED_LIMIT_PAUSE), exc)
+            if len(self._rate_limited_at) > 2 * len(recent) + 100:
+                self._rate_limited_at = {k: self._rate_limited_at[k] for k in recent}
+
+    def _extend_pause(self, key: str, until: float, exc: JPushTransientError) -> None:
         if until > self._not_before.get(key, -math.inf):
             self._not_before[key] = until
             self._pause_reason[key] = exc

@@ -445,6 +445,37 @@ async def test_a_pause_holds_back_only_the_credential_it_was_asked_for(
     assert all(when < started + 0.45 for when in others), "the other scopes waited"
 
 
+async def test_rate_limits_on_two_credentials_hold_back_every_credential_briefly(
+    sim: JPushSimulator,
+) -> None:
+    """Two keys refused within a second: the limit is shared, so the scopes not refused yet
+    wait out the pause too instead of each being refused in turn."""
+    requested_at: dict[str, list[float]] = {}
+
+    async def on_request_start(
+        _: object, __: object, params: aiohttp.TraceRequestStartParams
+    ) -> None:
+        auth = params.headers.get("Authorization", "")
+        requested_at.setdefault(auth, []).append(time.monotonic())
+
+    tracing = aiohttp.TraceConfig()
+    tracing.on_request_start.append(on_request_start)
+    for key in (ACCOUNT_KEY, app_key("shop")):
+        sim.fail_next(1, code=50009, key=key, headers={"Retry-After": "0.5"})
+    assert sim.base_url is not None
+    async with aiohttp.ClientSession(trace_configs=[tracing]) as session:
+        jpush = JPushClient(sim.base_url, concurrency=1, session=session)
+        readings = await jpush.fetch_all([account_scope(), *(app_scope(n) for n in APPS)])
+
+    assert all(r.error is None for r in readings)
+    assert sim.stats.requests == 6  # two refusals, then each scope once
+    refused = sorted(times[0] for times in requested_at.values() if len(times) == 2)
+    others = [times[0] for times in requested_at.values() if len(times) == 1]
+    assert len(refused) == 2
+    assert len(others) == 2
+    assert all(when >= refused[1] + 0.45 for when in others), "a scope was refused in turn"
+
+
 async def test_a_pause_beyond_the_budget_fails_that_scope_without_calling_again(
     sim: JPushSimulator, fake_time: FakeTime
 ) -> None:
