@@ -4,7 +4,7 @@
 
 1. Growth: N draining apps (200 and 2,000; 4 quota types each) polled at a 0.5-second interval
    (a fake clock, so no real waiting) by `Monitor.cycle` on the SQLite store, the production
-   default, from an empty database, with the collector tuned as `serve` tunes it
+   default, from an empty database, with start-up objects frozen as `serve` does
    (`bot.app.tune_gc`). JPush is a stub that answers at once, so only the bot's own work is
    timed. Mean process CPU time per cycle (the store's thread included; other load on the
    machine inflates it less than wall time, shown too). The first WARM_UP cycles ("warm-up")
@@ -223,7 +223,7 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="fewer cycles (about a minute)")
     args = parser.parse_args()
-    tune_gc()  # as `serve` does once it is up
+    tune_gc()  # as `serve` does before it runs
     plan = [(200, 100 if args.quick else 620), (2_000, 60 if args.quick else 180)]
     good = True
     with tempfile.TemporaryDirectory() as tmp:
