@@ -11,12 +11,9 @@ help and `refresh <app>`) run in this process. Every two seconds it samples the 
 /proc/PID: VmRSS, open fds, of which sockets, threads; and its `sms_polls_total`.
 
 `--quotas null` (the default) has every app answer null quotas, so nothing but the account goes
-to history; `--quotas values` has them answer steady numbers. Each cycle forecasts from the
-last two days of history (forecast.LOOKBACK), so with values its cost grows with every stored
-point until the window is full: at a 0.05 s interval that never happens, and the cycle time
-climbs all run long (about 1.7 us per stored point: 0.24 s -> 1.1 s over 840 cycles of 200
-apps). At the default 5-minute poll the window holds 576 points a series (~0.8 s per cycle for
-200 apps). That is why the default soaks everything else for thousands of cycles in minutes.
+to history; `--quotas values` has them answer steady numbers, so every series is forecast and
+stored each cycle (the forecast is a running state, so the cycle's cost does not grow with the
+history: bench/cycle_cost.py measures that).
 
 Prints, and judges against the goals:
 - VmRSS after the first cycle (goal < 80 MB with 200 apps) and at the end;
