@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 import pytest
+from builders import fired
 
-from bot.alerts_types import AlertBook, AlertKind, Event, EventKind
+from bot.alerts_types import AlertBook, Event
 from bot.delivery import Deliverer
 from bot.errors import DeliveryRetryable
 from bot.outbox import Routing, plan_messages
@@ -17,17 +18,7 @@ from bot.store.base import PRIMARY, CycleCommit, OutboxMessage, StateStore
 from bot.store.factory import make_store
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-EVENT = Event(
-    kind=EventKind.FIRED,
-    scope="shop",
-    at=NOW,
-    quota_type=QuotaType.VOICE,
-    level=Level.WARNING,
-    value=500,
-    threshold=1000,
-    alert=AlertKind.THRESHOLD,
-    opened_at=NOW,
-)
+EVENT = fired("shop", QuotaType.VOICE, Level.WARNING, 500, 1000, at=NOW, opened_at=NOW)
 
 
 class DownSlack:

@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 from botproc import button_press
+from builders import fired
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.alerts_types import AlertBook, AlertKind, Event, EventKind, NoticeKind
+from bot.alerts_types import AlertBook, NoticeKind
 from bot.commands import Command, parse_command
 from bot.incident_actions import IncidentActions, parse_block_actions
 from bot.incidents import IncidentPolicy
@@ -146,17 +147,7 @@ async def store() -> AsyncIterator[StateStore]:
 
 
 async def open_incident(store: StateStore) -> None:
-    event = Event(
-        kind=EventKind.FIRED,
-        scope="shop",
-        at=NOW,
-        quota_type=QuotaType.VOICE,
-        level=Level.WARNING,
-        value=500,
-        threshold=1000,
-        alert=AlertKind.THRESHOLD,
-        opened_at=NOW,
-    )
+    event = fired("shop", QuotaType.VOICE, Level.WARNING, 500, 1000, at=NOW, opened_at=NOW)
     plan = incidents_step(AlertBook().incidents, [event], NOW, IncidentPolicy(channel="C"), "c0")
     assert await store.commit_cycle(CycleCommit([], AlertBook(incidents=plan.book)), 0)
 

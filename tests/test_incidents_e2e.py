@@ -17,14 +17,21 @@ import pytest
 from botproc import (
     BotProcess,
     button_press,
-    free_port,
     post_interaction,
     post_slash,
     slack_headers,
     wait_until,
 )
 from fake_slack import Answer, FakeSlack, Message
-from world import APP_KEY, APP_SECRET, DEV_KEY, HIGH, alerting_env, healthy_simulator
+from world import (
+    APP_KEY,
+    APP_SECRET,
+    DEV_KEY,
+    HIGH,
+    healthy_simulator,
+    serve_env,
+    start_serve,
+)
 
 from bot.delivery import CLAIM_TTL
 from bot.simulator import JPushSimulator, SimScope
@@ -42,22 +49,10 @@ async def sim() -> AsyncIterator[JPushSimulator]:
 
 
 def env_for(sim: JPushSimulator, slack: FakeSlack, tmp_path: Path, **extra: str) -> dict[str, str]:
-    base = {
-        "STATE_URL": f"sqlite:///{tmp_path}/state.db",
-        "POLL_INTERVAL": "0.3",
-        "PORT": str(free_port()),
-    }
-    return alerting_env(sim, slack, **{**base, **extra})
+    return serve_env(sim, slack, tmp_path, "0.3", **extra)
 
 
-async def start_bot(
-    bots: list[BotProcess], env: dict[str, str], tmp_path: Path, name: str = "bot"
-) -> BotProcess:
-    bot = BotProcess(["serve"], env, tmp_path, name=name)
-    bots.append(bot)
-    await bot.start()
-    await bot.wait_ready()
-    return bot
+start_bot = start_serve
 
 
 async def polls(sim: JPushSimulator, n: int, key: str = APP_KEY) -> None:
