@@ -375,6 +375,14 @@ def run_wrk(
     body: bytes | None = None,
 ) -> WrkResult:
     script = wrk_script(workdir, body if body is not None else slash_body())
+    return wrk_load(server, script, path, seconds, connections)
+
+
+def wrk_load(
+    server: Server, script: Path, path: str, seconds: float, connections: int = CONNECTIONS
+) -> WrkResult:
+    """`wrk` with `script` against one server, pinned to the load core; the server's CPU time
+    per request comes along. Any non-2xx answer or socket error fails the benchmark."""
     cmd = [
         "taskset",
         "-c",
