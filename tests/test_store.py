@@ -337,6 +337,16 @@ async def test_histories_reads_many_series_at_once(store: StateStore) -> None:
     assert await store.histories([], NOW) == {}
 
 
+async def test_histories_reads_more_series_than_one_round_trip_takes(store: StateStore) -> None:
+    scopes = [f"app{i:03d}" for i in range(350)]  # 1,050 series: three Redis pipeline slices
+    await store.save_readings([ok(scope, NOW, balance=i) for i, scope in enumerate(scopes)])
+    series = [(scope, t) for scope in reversed(scopes) for t in (B, V, IND)]
+    found = await store.histories(series, NOW)
+    assert list(found) == series
+    assert [found[(scope, B)] for scope in scopes] == [[(NOW, i)] for i in range(350)]
+    assert all(found[(scope, V)] == [(NOW, 700)] for scope in scopes)
+
+
 async def test_prune_history_drops_older_points(store: StateStore) -> None:
     for n in range(5):
         await store.save_readings([ok("account", NOW + n * MIN, balance=n, voice=None)])
