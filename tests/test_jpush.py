@@ -411,13 +411,10 @@ async def test_retry_after_beyond_the_budget_gives_up_at_once(
     assert fake_time.sleeps == []
 
 
-async def test_a_pause_holds_back_only_the_credential_it_was_asked_for(
+async def fetch_all_timed(
     sim: JPushSimulator,
-) -> None:
-    """After a 50009 with Retry-After, that key waits; the other scopes read at once.
-
-    Real (short) sleeps: the point is when each scope's requests go out.
-    """
+) -> tuple[list[ScopeReading], dict[str, list[float]]]:
+    """Every scope read one at a time, and when each credential's requests went out."""
     requested_at: dict[str, list[float]] = {}
 
     async def on_request_start(
@@ -428,12 +425,23 @@ async def test_a_pause_holds_back_only_the_credential_it_was_asked_for(
 
     tracing = aiohttp.TraceConfig()
     tracing.on_request_start.append(on_request_start)
-    sim.fail_next(1, code=50009, key=ACCOUNT_KEY, headers={"Retry-After": "0.5"})
     assert sim.base_url is not None
-    started = time.monotonic()
     async with aiohttp.ClientSession(trace_configs=[tracing]) as session:
         jpush = JPushClient(sim.base_url, concurrency=1, session=session)
         readings = await jpush.fetch_all([account_scope(), *(app_scope(n) for n in APPS)])
+    return list(readings), requested_at
+
+
+async def test_a_pause_holds_back_only_the_credential_it_was_asked_for(
+    sim: JPushSimulator,
+) -> None:
+    """After a 50009 with Retry-After, that key waits; the other scopes read at once.
+
+    Real (short) sleeps: the point is when each scope's requests go out.
+    """
+    sim.fail_next(1, code=50009, key=ACCOUNT_KEY, headers={"Retry-After": "0.5"})
+    started = time.monotonic()
+    readings, requested_at = await fetch_all_timed(sim)
 
     assert all(r.error is None for r in readings)
     assert sim.stats.requests == 5  # one refusal, then each scope once
@@ -450,22 +458,9 @@ async def test_rate_limits_on_two_credentials_hold_back_every_credential_briefly
 ) -> None:
     """Two keys refused within a second: the limit is shared, so the scopes not refused yet
     wait out the pause too instead of each being refused in turn."""
-    requested_at: dict[str, list[float]] = {}
-
-    async def on_request_start(
-        _: object, __: object, params: aiohttp.TraceRequestStartParams
-    ) -> None:
-        auth = params.headers.get("Authorization", "")
-        requested_at.setdefault(auth, []).append(time.monotonic())
-
-    tracing = aiohttp.TraceConfig()
-    tracing.on_request_start.append(on_request_start)
     for key in (ACCOUNT_KEY, app_key("shop")):
         sim.fail_next(1, code=50009, key=key, headers={"Retry-After": "0.5"})
-    assert sim.base_url is not None
-    async with aiohttp.ClientSession(trace_configs=[tracing]) as session:
-        jpush = JPushClient(sim.base_url, concurrency=1, session=session)
-        readings = await jpush.fetch_all([account_scope(), *(app_scope(n) for n in APPS)])
+    readings, requested_at = await fetch_all_timed(sim)
 
     assert all(r.error is None for r in readings)
     assert sim.stats.requests == 6  # two refusals, then each scope once
