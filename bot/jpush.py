@@ -113,7 +113,8 @@ class JPushClient:
         # the others.
         self._not_before: dict[str, float] = {}
         self._pause_reason: dict[str, JPushTransientError] = {}
-        self._rate_limited_at: dict[str, float] = {}  # per credential, its latest 50009
+        # Per credential (as many as the configured scopes), the time of its latest 50009.
+        self._rate_limited_at: dict[str, float] = {}
         self._backoff = wait_random_exponential(multiplier=0.5, max=10)
 
     async def __aenter__(self) -> JPushClient:
@@ -267,8 +268,6 @@ class JPushClient:
             ]
             if len(recent) >= 2:
                 self._extend_pause(_EVERY_CREDENTIAL, now + min(pause, SHARED_LIMIT_PAUSE), exc)
-            if len(self._rate_limited_at) > 2 * len(recent) + 100:
-                self._rate_limited_at = {k: self._rate_limited_at[k] for k in recent}
 
     def _extend_pause(self, key: str, until: float, exc: JPushTransientError) -> None:
         if until > self._not_before.get(key, -math.inf):

@@ -201,12 +201,8 @@ def _log_failures(throttle: LogThrottle, reports: Sequence[DeliveryReport]) -> N
         name = STATUS_NAMES[status]
 
         def emit(count: int, first: bool, scope: str = scope, name: str = name) -> None:
-            if first:
-                log.warning("delivery reports from %s: %d x %s", scope, count, name)
-            else:
-                log.warning(
-                    "delivery reports from %s: %d x %s since the last such line", scope, count, name
-                )
+            since = "" if first else " since the last such line"
+            log.warning("delivery reports from %s: %d x %s%s", scope, count, name, since)
 
         throttle.tally(f"{scope}/{status}", n, emit)
 
