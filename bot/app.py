@@ -231,7 +231,9 @@ async def serve_app(
         host_fault = isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL
         variable = "HOST" if host_fault else "PORT"
         reason = exc.strerror or type(exc).__name__
-        raise ConfigError(f"{variable}: cannot listen on {host}:{port}: {reason}") from None
+        # The values stay out of the line, as for every other setting.
+        what = "this address" if host_fault else "this port"
+        raise ConfigError(f"{variable}: cannot listen on {what}: {reason}") from None
     bound = port
     if runner.addresses:
         bound = int(runner.addresses[0][1])
